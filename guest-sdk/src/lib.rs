@@ -1,0 +1,130 @@
+//! `anocast-sdk`: write anocast worker plugins in Rust.
+//!
+//! A plugin is a WebAssembly component implementing the `anocast:worker`
+//! world (see `wit/worker.wit`). With this crate a plugin is one struct, the
+//! three functions of [`Worker`], and one [`export!`] call:
+//!
+//! ```ignore
+//! use anocast_sdk::{export, PluginInfo, Task, Worker};
+//!
+//! struct Echo;
+//!
+//! impl Worker for Echo {
+//!     fn describe() -> PluginInfo {
+//!         PluginInfo::new("echo", env!("CARGO_PKG_VERSION"), &["echo.>"])
+//!     }
+//!     fn interested(task: Task) -> bool {
+//!         !task.payload.is_empty()
+//!     }
+//!     fn handle(task: Task) -> Result<Vec<u8>, String> {
+//!         Ok(task.payload)
+//!     }
+//! }
+//!
+//! export!(Echo);
+//! ```
+//!
+//! Build it with `cargo build --target wasm32-wasip2 --release` (crate type
+//! `cdylib`) and drop the `.wasm` into the host's plugins folder.
+//!
+//! # Layout
+//!
+//! - [`Worker`], [`Task`], [`PluginInfo`]: the contract, re-exported from the
+//!   generated bindings under friendlier names;
+//! - [`Task::json`], [`Task::text`], [`json`]: typed payload helpers over serde;
+//! - [`log`]: write to the host's log (`trace` ... `error`).
+
+#[doc(hidden)]
+pub mod bindings {
+    //! The generated bindings. Plugin authors use the re-exports at the crate
+    //! root instead.
+    #![allow(missing_docs, unsafe_code)]
+
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "anocast:worker/worker",
+        pub_export_macro: true,
+        export_macro_name: "__export_worker",
+        default_bindings_module: "anocast_sdk::bindings",
+    });
+}
+
+pub use bindings::Guest as Worker;
+pub use bindings::anocast::worker::types::{PluginInfo, Task};
+#[doc(hidden)]
+pub use wit_bindgen;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// Exports a type implementing [`Worker`] as this component's worker.
+///
+/// Call it once per plugin, at the crate root: `anocast_sdk::export!(MyWorker);`.
+#[macro_export]
+macro_rules! export {
+    ($worker:ident) => {
+        $crate::bindings::__export_worker!($worker with_types_in $crate::bindings);
+    };
+}
+
+impl PluginInfo {
+    /// Builds the plugin's description from its name, version and topic
+    /// patterns (`*` matches one token, `>` the rest).
+    pub fn new(name: &str, version: &str, topics: &[&str]) -> Self {
+        PluginInfo {
+            name: name.to_owned(),
+            version: version.to_owned(),
+            topics: topics.iter().map(|t| (*t).to_owned()).collect(),
+        }
+    }
+}
+
+impl Task {
+    /// Decodes the payload as JSON into `T`. The error is ready to be returned
+    /// from [`Worker::handle`].
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, String> {
+        serde_json::from_slice(&self.payload).map_err(|e| format!("payload is not the expected JSON: {e}"))
+    }
+
+    /// The payload as UTF-8 text (lossy: invalid sequences become U+FFFD).
+    pub fn text(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(&self.payload)
+    }
+}
+
+/// Encodes `value` as JSON, ready to be returned from [`Worker::handle`].
+pub fn json<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, String> {
+    serde_json::to_vec(value).map_err(|e| format!("could not encode the reply as JSON: {e}"))
+}
+
+/// Writing to the host's log. Records are tagged by the host with the worker
+/// and the request id, and are subject to the host's log filter.
+pub mod log {
+    pub use crate::bindings::anocast::worker::host::Level;
+    use crate::bindings::anocast::worker::host::log as host_log;
+
+    /// Writes one record at `level`.
+    pub fn log(level: Level, message: &str) {
+        host_log(level, message);
+    }
+    /// Writes one record at `trace` level.
+    pub fn trace(message: &str) {
+        host_log(Level::Trace, message);
+    }
+    /// Writes one record at `debug` level.
+    pub fn debug(message: &str) {
+        host_log(Level::Debug, message);
+    }
+    /// Writes one record at `info` level.
+    pub fn info(message: &str) {
+        host_log(Level::Info, message);
+    }
+    /// Writes one record at `warn` level.
+    pub fn warn(message: &str) {
+        host_log(Level::Warn, message);
+    }
+    /// Writes one record at `error` level.
+    pub fn error(message: &str) {
+        host_log(Level::Error, message);
+    }
+}

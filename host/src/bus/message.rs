@@ -1,0 +1,90 @@
+//! What travels on the bus: tasks, acknowledgements and partial replies.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::topic::Topic;
+
+/// One broadcast task.
+#[derive(Debug, Clone)]
+pub struct Task {
+    /// Its topic.
+    pub topic: Topic,
+    /// Unique id made by the dispatcher.
+    pub request_id: Arc<str>,
+    /// The payload bytes.
+    pub payload: Vec<u8>,
+    /// MIME type of the payload.
+    pub content_type: String,
+    /// When the dispatch gives up (wall clock, so it means the same on every
+    /// node).
+    pub deadline: SystemTime,
+    /// Nesting depth: 0 for a task dispatched from outside.
+    pub depth: u32,
+    /// Request ids of the tasks this one was dispatched from, oldest first.
+    pub ancestry: Vec<String>,
+}
+
+impl Task {
+    /// Time left before the deadline (zero once it has passed).
+    pub fn remaining(&self) -> Duration {
+        self.deadline.duration_since(SystemTime::now()).unwrap_or_default()
+    }
+
+    /// The name of the task's interest list: `{topic}-{request-id}`.
+    pub fn interest_key(&self) -> String {
+        format!("{}-{}", self.topic, self.request_id)
+    }
+}
+
+/// A worker as a dispatch sees it: a plugin on a node.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WorkerId {
+    /// The node's id.
+    pub node: String,
+    /// The plugin's name.
+    pub plugin: String,
+    /// The plugin's version.
+    pub version: String,
+}
+
+impl fmt::Display for WorkerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}@{}", self.node, self.plugin, self.version)
+    }
+}
+
+/// What a receiving worker made of a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interest {
+    /// Not interested: no partial will follow.
+    NotInterested,
+    /// Declared in charge: a partial will follow.
+    Declared,
+    /// Interested, but the interest window had closed: it did not run.
+    Refused,
+}
+
+/// One worker's reply: ok with payload bytes, or an error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Partial {
+    /// Who replied.
+    pub worker: WorkerId,
+    /// The payload, or why there is none.
+    pub result: Result<Vec<u8>, String>,
+}
+
+/// A message from a worker to the dispatcher.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// Every receiving worker acknowledges the task once.
+    Ack {
+        /// Who acknowledges.
+        worker: WorkerId,
+        /// Its answer.
+        interest: Interest,
+    },
+    /// A declared worker's result.
+    Partial(Partial),
+}

@@ -1,0 +1,143 @@
+//! The outcome of a dispatch, and its JSON shape (the same in the CLI and
+//! over HTTP):
+//!
+//! ```json
+//! {"request_id": "...", "topic": "text.analyze", "status": "complete",
+//!  "partials": [{"worker": "node/plugin@1.0.0", "ok": true, "payload": {...}, "error": null}],
+//!  "missing": [], "elapsed_ms": 3}
+//! ```
+//!
+//! `payload` is the worker's bytes as a JSON value when they are JSON, and as
+//! a string (lossy UTF-8) otherwise.
+
+use std::time::Duration;
+
+use serde::ser::{SerializeStruct, Serializer};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::bus::Partial;
+
+/// How a dispatch ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Every worker that declared has replied.
+    Complete,
+    /// Nobody declared within the grace period.
+    NoInterest,
+    /// The deadline came first; `missing` names who did not reply.
+    TimedOut,
+}
+
+impl Status {
+    /// The status as it appears in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Complete => "complete",
+            Status::NoInterest => "no_interest",
+            Status::TimedOut => "timed_out",
+        }
+    }
+}
+
+/// The joined result of one dispatch.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The dispatch's request id.
+    pub request_id: String,
+    /// The dispatch's topic.
+    pub topic: String,
+    /// How it ended.
+    pub status: Status,
+    /// One partial per worker that replied, sorted by worker.
+    pub partials: Vec<Partial>,
+    /// Declared workers that did not reply by the deadline.
+    pub missing: Vec<String>,
+    /// Time from dispatch to outcome.
+    pub elapsed: Duration,
+}
+
+impl Outcome {
+    /// The outcome as JSON text.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("an outcome always serializes")
+    }
+}
+
+impl Serialize for Outcome {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut s = serializer.serialize_struct("Outcome", 6)?;
+        s.serialize_field("request_id", &self.request_id)?;
+        s.serialize_field("topic", &self.topic)?;
+        s.serialize_field("status", &self.status)?;
+        s.serialize_field("partials", &self.partials.iter().map(PartialJson).collect::<Vec<_>>())?;
+        s.serialize_field("missing", &self.missing)?;
+        s.serialize_field("elapsed_ms", &(self.elapsed.as_millis() as u64))?;
+        s.end()
+    }
+}
+
+struct PartialJson<'a>(&'a Partial);
+
+impl Serialize for PartialJson<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let partial = self.0;
+        let mut s = serializer.serialize_struct("Partial", 4)?;
+        s.serialize_field("worker", &partial.worker.to_string())?;
+        s.serialize_field("ok", &partial.result.is_ok())?;
+        match &partial.result {
+            Ok(bytes) => {
+                match serde_json::from_slice::<&RawValue>(bytes) {
+                    Ok(raw) => s.serialize_field("payload", raw)?,
+                    Err(_) => s.serialize_field("payload", &String::from_utf8_lossy(bytes))?,
+                }
+                s.serialize_field("error", &None::<String>)?;
+            }
+            Err(error) => {
+                s.serialize_field("payload", &None::<()>)?;
+                s.serialize_field("error", error)?;
+            }
+        }
+        s.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::WorkerId;
+
+    fn worker(name: &str) -> WorkerId {
+        WorkerId { node: "n1".into(), plugin: name.into(), version: "1.0.0".into() }
+    }
+
+    #[test]
+    fn payloads_are_json_when_they_can_be() {
+        let outcome = Outcome {
+            request_id: "r1".into(),
+            topic: "t.x".into(),
+            status: Status::Complete,
+            partials: vec![
+                Partial { worker: worker("a"), result: Ok(br#"{"n": 1}"#.to_vec()) },
+                Partial { worker: worker("b"), result: Ok(b"plain text".to_vec()) },
+                Partial { worker: worker("c"), result: Err("boom".into()) },
+            ],
+            missing: vec![],
+            elapsed: Duration::from_millis(12),
+        };
+        let json: serde_json::Value = serde_json::from_str(&outcome.to_json()).expect("valid JSON");
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "request_id": "r1", "topic": "t.x", "status": "complete",
+                "partials": [
+                    {"worker": "n1/a@1.0.0", "ok": true, "payload": {"n": 1}, "error": null},
+                    {"worker": "n1/b@1.0.0", "ok": true, "payload": "plain text", "error": null},
+                    {"worker": "n1/c@1.0.0", "ok": false, "payload": null, "error": "boom"},
+                ],
+                "missing": [], "elapsed_ms": 12
+            })
+        );
+    }
+}

@@ -1,0 +1,138 @@
+//! The in-memory ledger of embedded mode: a map of lists behind one lock per
+//! shard. Lists are removed by `finish`; one a dispatcher never finished is
+//! dropped when its time-to-live has passed.
+
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use rustc_hash::{FxBuildHasher, FxHashMap};
+
+use super::{Ledger, LedgerError};
+
+const SHARDS: usize = 16;
+
+/// The embedded ledger.
+pub struct MemoryLedger {
+    shards: Vec<Mutex<Shard>>,
+    hasher: FxBuildHasher,
+}
+
+#[derive(Default)]
+struct Shard {
+    lists: FxHashMap<String, List>,
+    next_sweep: Option<Instant>,
+}
+
+struct List {
+    open: bool,
+    workers: Vec<String>,
+    expires: Instant,
+}
+
+impl Default for MemoryLedger {
+    fn default() -> Self {
+        MemoryLedger { shards: (0..SHARDS).map(|_| Mutex::default()).collect(), hasher: FxBuildHasher }
+    }
+}
+
+impl MemoryLedger {
+    /// An empty ledger.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn shard(&self, key: &str) -> &Mutex<Shard> {
+        use std::hash::BuildHasher;
+        &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS]
+    }
+
+    /// Lists currently held (for tests and stats).
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().lists.len()).sum()
+    }
+
+    /// Whether no list is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[async_trait]
+impl Ledger for MemoryLedger {
+    async fn open(&self, key: &str, ttl: Duration) -> Result<(), LedgerError> {
+        let now = Instant::now();
+        let mut shard = self.shard(key).lock();
+        if shard.next_sweep.is_none_or(|t| now >= t) {
+            shard.lists.retain(|_, list| list.expires > now);
+            shard.next_sweep = Some(now + Duration::from_secs(1));
+        }
+        shard.lists.insert(key.to_owned(), List { open: true, workers: Vec::new(), expires: now + ttl });
+        Ok(())
+    }
+
+    async fn declare(&self, key: &str, worker: &str) -> Result<bool, LedgerError> {
+        let mut shard = self.shard(key).lock();
+        match shard.lists.get_mut(key) {
+            Some(list) if list.open && list.expires > Instant::now() => {
+                list.workers.push(worker.to_owned());
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn settle(&self, key: &str, worker: &str) -> Result<usize, LedgerError> {
+        let mut shard = self.shard(key).lock();
+        let Some(list) = shard.lists.get_mut(key) else { return Ok(0) };
+        if let Some(i) = list.workers.iter().position(|w| w == worker) {
+            list.workers.swap_remove(i);
+        }
+        Ok(list.workers.len())
+    }
+
+    async fn close(&self, key: &str) -> Result<Vec<String>, LedgerError> {
+        let mut shard = self.shard(key).lock();
+        let Some(list) = shard.lists.get_mut(key) else { return Ok(Vec::new()) };
+        list.open = false;
+        Ok(list.workers.clone())
+    }
+
+    async fn finish(&self, key: &str) -> Result<(), LedgerError> {
+        self.shard(key).lock().lists.remove(key);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_window_closes_atomically() -> anyhow::Result<()> {
+        let ledger = MemoryLedger::new();
+        ledger.open("t-1", Duration::from_secs(5)).await?;
+        assert!(ledger.declare("t-1", "a").await?);
+        assert!(ledger.declare("t-1", "b").await?);
+        assert_eq!(ledger.settle("t-1", "a").await?, 1);
+        assert_eq!(ledger.close("t-1").await?, vec!["b".to_owned()]);
+        assert!(!ledger.declare("t-1", "late").await?, "a declaration after close must be refused");
+        assert_eq!(ledger.settle("t-1", "b").await?, 0);
+        ledger.finish("t-1").await?;
+        assert!(!ledger.declare("t-1", "after-finish").await?);
+        assert!(!ledger.declare("never-opened", "x").await?);
+        assert!(ledger.is_empty());
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn unfinished_lists_expire() -> anyhow::Result<()> {
+        let ledger = MemoryLedger::new();
+        ledger.open("old", Duration::from_millis(1)).await?;
+        ledger.open("fresh", Duration::from_secs(5)).await?;
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(!ledger.declare("old", "w").await?, "an expired list must refuse declarations");
+        assert!(ledger.declare("fresh", "w").await?);
+        Ok(())
+    }
+}

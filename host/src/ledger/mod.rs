@@ -1,0 +1,50 @@
+//! The ledger: the shared interest lists `{topic}-{request-id}`.
+//!
+//! [`Ledger`] is the second seam between embedded and distributed mode. Its
+//! contract, which every implementation keeps atomically per key:
+//!
+//! - [`open`](Ledger::open) starts a dispatch's list, with the interest
+//!   window open;
+//! - [`declare`](Ledger::declare) pushes a worker's identity, and is refused
+//!   unless the window is open;
+//! - [`settle`](Ledger::settle) removes that worker's entry and returns how
+//!   many remain;
+//! - [`close`](Ledger::close) closes the window and returns the workers still
+//!   on the list: from then on nobody can join;
+//! - [`finish`](Ledger::finish) forgets the list.
+//!
+//! [`MemoryLedger`] is the in-process implementation used in embedded mode.
+
+mod memory;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+pub use memory::MemoryLedger;
+
+/// A ledger failure.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("ledger: {0}")]
+pub struct LedgerError(pub String);
+
+/// The shared interest lists.
+#[async_trait]
+pub trait Ledger: Send + Sync + 'static {
+    /// Starts the list `key` with its interest window open. `ttl` bounds how
+    /// long the list may outlive a dispatcher that vanished.
+    async fn open(&self, key: &str, ttl: Duration) -> Result<(), LedgerError>;
+
+    /// Pushes `worker` onto the list. `false`: refused, because the window is
+    /// closed or the dispatch is unknown or over; the worker must not run.
+    async fn declare(&self, key: &str, worker: &str) -> Result<bool, LedgerError>;
+
+    /// Removes `worker`'s entry; returns the number of entries left.
+    async fn settle(&self, key: &str, worker: &str) -> Result<usize, LedgerError>;
+
+    /// Closes the interest window; returns the workers still on the list.
+    async fn close(&self, key: &str) -> Result<Vec<String>, LedgerError>;
+
+    /// Forgets the list.
+    async fn finish(&self, key: &str) -> Result<(), LedgerError>;
+}

@@ -1,0 +1,148 @@
+//! The worker side of a node: receive a task, ask the plugin whether it is
+//! interested, declare, run, reply.
+//!
+//! For every task that reaches a plugin's subscription the node, on a task
+//! of its own:
+//!
+//! 1. makes a fresh instance of the plugin and calls `interested`;
+//! 2. not interested: acknowledges, and that is all;
+//! 3. interested: declares the worker in the ledger *before* acknowledging,
+//!    so that the dispatcher never sees the acknowledgement without the
+//!    declaration. A refused declaration (the window closed) is acknowledged
+//!    as such and the worker does not run;
+//! 4. calls `handle` on the same instance and sends the partial.
+//!
+//! A failure of `interested` itself (a trap, a limit) is reported as a
+//! declared worker's error partial: the dispatcher hears of it instead of
+//! waiting for nothing.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::bus::{Bus, BusError, Interest, Partial, Reply, ReplySink, Subscription, Task, TaskReceiver, WorkerId};
+use crate::ledger::Ledger;
+use crate::runtime::{CallError, Plugin, WitTask};
+
+/// A running node's plugin subscriptions. Dropping it unsubscribes them.
+pub struct Node {
+    id: String,
+    _subscriptions: Vec<Subscription>,
+}
+
+impl Node {
+    /// Subscribes every plugin to its topic patterns, in a queue group named
+    /// after the plugin.
+    pub async fn start(
+        id: &str,
+        plugins: &[Arc<Plugin>],
+        bus: Arc<dyn Bus>,
+        ledger: Arc<dyn Ledger>,
+    ) -> Result<Self, BusError> {
+        let mut subscriptions = Vec::with_capacity(plugins.len());
+        for plugin in plugins {
+            let worker = WorkerId { node: id.to_owned(), plugin: plugin.info.name.clone(), version: plugin.info.version.clone() };
+            let receiver = Arc::new(Subscriber(Arc::new(PluginReceiver {
+                label: Arc::from(worker.to_string()),
+                worker,
+                plugin: plugin.clone(),
+                ledger: ledger.clone(),
+            })));
+            subscriptions.push(bus.subscribe(&plugin.info.name, &plugin.info.topics, receiver).await?);
+        }
+        Ok(Node { id: id.to_owned(), _subscriptions: subscriptions })
+    }
+
+    /// The node's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+/// One plugin's subscription.
+struct PluginReceiver {
+    worker: WorkerId,
+    label: Arc<str>,
+    plugin: Arc<Plugin>,
+    ledger: Arc<dyn Ledger>,
+}
+
+/// The subscription's handle on its worker.
+struct Subscriber(Arc<PluginReceiver>);
+
+impl TaskReceiver for Subscriber {
+    fn receive(&self, task: Arc<Task>, replies: Arc<dyn ReplySink>) {
+        tokio::spawn(self.0.clone().serve(task, replies));
+    }
+}
+
+impl PluginReceiver {
+    #[tracing::instrument(level = "debug", skip_all, fields(worker = &*self.label, request_id = &*task.request_id))]
+    async fn serve(self: Arc<Self>, task: Arc<Task>, replies: Arc<dyn ReplySink>) {
+        let remaining = task.remaining();
+        if remaining.is_zero() {
+            tracing::debug!("task arrived after its deadline; ignored");
+            return;
+        }
+        let wit_task = WitTask {
+            topic: task.topic.to_string(),
+            request_id: task.request_id.to_string(),
+            payload: task.payload.clone(),
+            content_type: task.content_type.clone(),
+            deadline_ms: remaining.as_millis() as u64,
+            depth: task.depth,
+            ancestry: task.ancestry.clone(),
+        };
+        let deadline = Instant::now() + remaining;
+        let instance = self.plugin.instantiate(self.label.clone(), task.request_id.clone(), deadline).await;
+        let mut instance = match instance {
+            Ok(instance) => instance,
+            Err(err) => return self.fail_before_declaring(&task, &*replies, "could not start", err).await,
+        };
+        match instance.interested(&wit_task).await {
+            Ok(false) => self.ack(&*replies, Interest::NotInterested),
+            Ok(true) => {
+                if !self.declare(&task, &*replies).await {
+                    return;
+                }
+                let result = match instance.handle(&wit_task).await {
+                    Ok(result) => result,
+                    Err(err) => Err(format!("handle() {err}")),
+                };
+                if let Err(error) = &result {
+                    tracing::debug!(error, "worker failed");
+                }
+                replies.send(Reply::Partial(Partial { worker: self.worker.clone(), result }));
+            }
+            Err(err) => self.fail_before_declaring(&task, &*replies, "interested()", err).await,
+        }
+    }
+
+    fn ack(&self, replies: &dyn ReplySink, interest: Interest) {
+        replies.send(Reply::Ack { worker: self.worker.clone(), interest });
+    }
+
+    /// Declares in the ledger, then acknowledges. `false`: refused.
+    async fn declare(&self, task: &Task, replies: &dyn ReplySink) -> bool {
+        let accepted = match self.ledger.declare(&task.interest_key(), &self.label).await {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                tracing::warn!(%err, "could not declare; the worker will not run");
+                false
+            }
+        };
+        if !accepted {
+            tracing::debug!("declaration refused: the interest window had closed");
+        }
+        self.ack(replies, if accepted { Interest::Declared } else { Interest::Refused });
+        accepted
+    }
+
+    /// A failure before the worker could say whether it is interested is
+    /// reported as that worker's error partial, so that it is not lost.
+    async fn fail_before_declaring(&self, task: &Task, replies: &dyn ReplySink, what: &str, err: CallError) {
+        tracing::warn!(%err, "{what} failed");
+        if self.declare(task, replies).await {
+            replies.send(Reply::Partial(Partial { worker: self.worker.clone(), result: Err(format!("{what} {err}")) }));
+        }
+    }
+}

@@ -1,0 +1,483 @@
+//! The WebAssembly runtime: one wasmtime [`Engine`] with its limits, loading
+//! components into [`Plugin`]s, and one fresh [`Instance`] (its own `Store`)
+//! per task.
+//!
+//! What a plugin gets, and no more:
+//! - WASI p2 with no preopened directories, no sockets, no name lookup, no
+//!   environment variables and no arguments; stdout and stderr go to the
+//!   host's log ([`stdio`]);
+//! - the `anocast:worker/host` import (`log`).
+//!
+//! Limits, all on by default ([`RuntimeConfig`]): a per-call deadline enforced
+//! by epoch interruption (one ticker thread per engine) and by a timer around
+//! every call, a memory limit per instance, a maximum wasm stack, and a bound
+//! on the instances alive at once (the pooling allocator's slots). A trap, a
+//! deadline or a limit hit is a [`CallError`] for that one call; the store is
+//! dropped with the task, so the next task starts clean.
+
+mod bindings;
+mod limits;
+mod stdio;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use sha2::{Digest, Sha256};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+pub use bindings::{WitPluginInfo, WitTask};
+use limits::{DeadlineExceeded, Limiter};
+
+use crate::topic::Pattern;
+
+/// Tunables of the runtime. Every limit has a sane default.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Linear memory one instance may grow to, in bytes (default 64 MiB).
+    pub memory_limit: u64,
+    /// Longest a single call into a plugin may run (default 10 s). The
+    /// dispatch's own deadline applies too, whichever is sooner.
+    pub call_timeout: Duration,
+    /// Instances alive at once across all plugins (default 1000). Tasks
+    /// beyond that wait for a free slot.
+    pub max_instances: u32,
+    /// Maximum wasm stack, in bytes (default 512 KiB).
+    pub max_wasm_stack: usize,
+    /// Period of the epoch ticker: the granularity of deadlines and how
+    /// often a busy guest yields to other tasks (default 10 ms).
+    pub epoch_tick: Duration,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            memory_limit: 64 << 20,
+            call_timeout: Duration::from_secs(10),
+            max_instances: 1000,
+            max_wasm_stack: 512 << 10,
+            epoch_tick: Duration::from_millis(10),
+        }
+    }
+}
+
+/// Why a call into a plugin failed. Each is reported as that worker's error
+/// partial; none affects other tasks.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// The call ran past its deadline and was stopped.
+    #[error("stopped after exceeding its time limit of {}", humantime::format_duration(*.0))]
+    Deadline(Duration),
+    /// The guest tried to grow its memory past the limit.
+    #[error("exceeded its memory limit of {} MiB", .0 >> 20)]
+    Memory(u64),
+    /// The guest trapped (a panic, `unreachable`, stack overflow, ...).
+    #[error("trapped: {0}")]
+    Trap(String),
+    /// No instance slot became free before the deadline.
+    #[error("no instance slot became free before the deadline (max {0} instances)")]
+    Busy(u32),
+}
+
+/// Why a file could not be loaded as a plugin.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoadError {
+    /// The bytes are not WebAssembly at all.
+    #[error("not a WebAssembly file (bad magic number)")]
+    NotWasm,
+    /// A core module, not a component.
+    #[error(
+        "a core WebAssembly module, not a component: build it for wasm32-wasip2 (or run `wasm-tools component new`)"
+    )]
+    NotComponent,
+    /// The component failed validation or compilation.
+    #[error("invalid component: {0}")]
+    Compile(String),
+    /// The component needs imports the host does not provide.
+    #[error("the component needs imports anocast does not provide: {0}")]
+    Imports(String),
+    /// The component does not export the `worker` world.
+    #[error("the component does not implement the anocast:worker/worker world: {0}")]
+    WrongWorld(String),
+    /// `describe` failed.
+    #[error("describe() failed: {0}")]
+    Describe(CallError),
+    /// `describe` returned something invalid.
+    #[error("describe() returned an invalid description: {0}")]
+    InvalidInfo(String),
+}
+
+/// A plugin's description, validated.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PluginInfo {
+    /// Unique name within a node.
+    pub name: String,
+    /// Version, as the plugin reports it.
+    pub version: String,
+    /// Topic patterns it subscribes to.
+    pub topics: Vec<Pattern>,
+}
+
+impl PluginInfo {
+    fn validate(info: WitPluginInfo) -> Result<Self, LoadError> {
+        let bad = |s: String| Err(LoadError::InvalidInfo(s));
+        let name_ok = |n: &str| {
+            !n.is_empty()
+                && n.len() <= 64
+                && n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        };
+        if !name_ok(&info.name) {
+            return bad(format!(
+                "name {:?} must be 1-64 characters of lowercase ASCII letters, digits, '-' and '_'",
+                info.name.chars().take(80).collect::<String>()
+            ));
+        }
+        if info.version.is_empty() || info.version.len() > 64 || info.version.chars().any(char::is_whitespace) {
+            return bad(format!("version {:?} must be 1-64 characters without spaces", info.version));
+        }
+        if info.topics.is_empty() {
+            return bad("it subscribes to no topic pattern".into());
+        }
+        let topics =
+            info.topics.iter().map(|t| Pattern::parse(t)).collect::<Result<Vec<_>, _>>().map_err(|e| LoadError::InvalidInfo(e.to_string()))?;
+        Ok(PluginInfo { name: info.name, version: info.version, topics })
+    }
+
+    /// Whether one of the plugin's patterns matches `topic`.
+    pub fn subscribes_to(&self, topic: &str) -> bool {
+        self.topics.iter().any(|p| p.matches(topic))
+    }
+}
+
+/// The engine, the linker and the limits shared by every plugin of a node.
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<RuntimeInner>,
+}
+
+struct RuntimeInner {
+    engine: Engine,
+    linker: Linker<TaskState>,
+    config: RuntimeConfig,
+    slots: Arc<Semaphore>,
+    _ticker: EpochTicker,
+}
+
+impl Runtime {
+    /// Builds the engine (pooling allocator, epoch interruption, stack and
+    /// memory limits) and starts its epoch ticker.
+    pub fn new(config: RuntimeConfig) -> anyhow::Result<Self> {
+        anyhow::ensure!(config.max_instances > 0, "max_instances must be at least 1");
+        anyhow::ensure!(config.memory_limit >= 1 << 16, "the memory limit must be at least 64 KiB");
+        anyhow::ensure!(!config.epoch_tick.is_zero(), "the epoch tick must be positive");
+        let memory_limit = usize::try_from(config.memory_limit)?;
+        let n = config.max_instances;
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(n)
+            .total_core_instances(n.saturating_mul(8))
+            .max_core_instances_per_component(32)
+            .total_memories(n.saturating_mul(2))
+            .max_memories_per_component(4)
+            .total_tables(n.saturating_mul(4))
+            .max_tables_per_component(8)
+            .total_stacks(n)
+            .max_memory_size(memory_limit)
+            .table_elements(100_000);
+        let mut cfg = Config::new();
+        cfg.wasm_component_model(true)
+            .epoch_interruption(true)
+            .max_wasm_stack(config.max_wasm_stack)
+            .async_stack_size(config.max_wasm_stack + (1 << 20))
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+            .cranelift_opt_level(wasmtime::OptLevel::Speed);
+        let engine = Engine::new(&cfg).map_err(anyhow::Error::from)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
+        bindings::Worker::add_to_linker::<TaskState, HasSelf<TaskState>>(&mut linker, |s| s).map_err(anyhow::Error::from)?;
+        let ticker = EpochTicker::start(&engine, config.epoch_tick);
+        let slots = Arc::new(Semaphore::new(n as usize));
+        Ok(Runtime { inner: Arc::new(RuntimeInner { engine, linker, config, slots, _ticker: ticker }) })
+    }
+
+    /// The configuration this runtime was built with.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.inner.config
+    }
+
+    /// The underlying engine.
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    /// Compiles `bytes` (off the async executor), checks that they implement
+    /// the `worker` world, and asks the plugin to `describe` itself.
+    pub async fn load(&self, bytes: Vec<u8>) -> Result<Plugin, LoadError> {
+        check_header(&bytes)?;
+        let digest = hex::encode(Sha256::digest(&bytes));
+        let size = bytes.len();
+        let engine = self.inner.engine.clone();
+        let component = tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
+            .await
+            .map_err(|e| LoadError::Compile(e.to_string()))?
+            .map_err(|e| LoadError::Compile(first_line(&e)))?;
+        let pre = self.inner.linker.instantiate_pre(&component).map_err(|e| LoadError::Imports(first_line(&e)))?;
+        let pre = bindings::WorkerPre::new(pre).map_err(|e| LoadError::WrongWorld(first_line(&e)))?;
+        let mut plugin = Plugin {
+            info: PluginInfo { name: String::new(), version: String::new(), topics: Vec::new() },
+            digest,
+            size,
+            pre,
+            runtime: self.clone(),
+        };
+        let label: Arc<str> = Arc::from("loading");
+        let deadline = Instant::now() + self.inner.config.call_timeout.min(Duration::from_secs(5));
+        let mut instance = plugin.instantiate(label, Arc::from("describe"), deadline).await.map_err(LoadError::Describe)?;
+        let info = instance.describe().await.map_err(LoadError::Describe)?;
+        plugin.info = PluginInfo::validate(info)?;
+        Ok(plugin)
+    }
+}
+
+fn first_line(err: &wasmtime::Error) -> String {
+    let text = format!("{err:#}");
+    text.lines().next().unwrap_or_default().to_owned()
+}
+
+/// Tells a core module or random bytes from a component by the preamble.
+fn check_header(bytes: &[u8]) -> Result<(), LoadError> {
+    match bytes.get(..8) {
+        Some([0, b'a', b's', b'm', _, _, 1, 0]) => Ok(()),
+        Some([0, b'a', b's', b'm', _, _, 0, 0]) => Err(LoadError::NotComponent),
+        _ => Err(LoadError::NotWasm),
+    }
+}
+
+/// Increments the engine's epoch every tick, on one thread per engine, until
+/// the runtime is dropped.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+}
+
+impl EpochTicker {
+    fn start(engine: &Engine, tick: Duration) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let weak = engine.weak();
+        let flag = stop.clone();
+        std::thread::Builder::new()
+            .name("anocast-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(tick);
+                    match weak.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })
+            .expect("spawning the epoch ticker thread");
+        EpochTicker { stop }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A loaded, pre-instantiated plugin.
+pub struct Plugin {
+    /// Name, version and topic patterns.
+    pub info: PluginInfo,
+    /// sha256 of the component's bytes, hex.
+    pub digest: String,
+    /// Size of the component, in bytes.
+    pub size: usize,
+    pre: bindings::WorkerPre<TaskState>,
+    runtime: Runtime,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin").field("info", &self.info).field("digest", &self.digest).finish_non_exhaustive()
+    }
+}
+
+impl Plugin {
+    /// Makes a fresh instance (its own store) for one task. `deadline` bounds
+    /// every call on it, together with the runtime's call timeout.
+    pub async fn instantiate(&self, worker: Arc<str>, request_id: Arc<str>, deadline: Instant) -> Result<Instance, CallError> {
+        let rt = &self.runtime.inner;
+        let deadline = deadline.min(Instant::now() + rt.config.call_timeout);
+        let limit = deadline.saturating_duration_since(Instant::now());
+        let slot = match rt.slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => tokio::time::timeout_at(deadline.into(), rt.slots.clone().acquire_owned())
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .ok_or(CallError::Busy(rt.config.max_instances))?,
+        };
+        let stderr_tail = Arc::new(Mutex::new(String::new()));
+        let wasi = WasiCtxBuilder::new()
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .stdout(stdio::GuestOutput::new(worker.clone(), "stdout", None))
+            .stderr(stdio::GuestOutput::new(worker.clone(), "stderr", Some(stderr_tail.clone())))
+            .build();
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_GUEST_RESOURCES);
+        let state = TaskState {
+            wasi,
+            table,
+            limiter: Limiter::new(rt.config.memory_limit),
+            worker,
+            request_id,
+            stderr_tail,
+        };
+        let mut store = Store::new(&rt.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= deadline { Err(DeadlineExceeded.into()) } else { Ok(UpdateDeadline::Yield(1)) }
+        });
+        let mut instance = Instance { store, worker: None, deadline, limit, _slot: slot };
+        let pending = self.pre.instantiate_async(&mut instance.store);
+        let result = tokio::time::timeout_at(deadline.into(), pending).await;
+        instance.worker = Some(instance.settle(result)?);
+        Ok(instance)
+    }
+}
+
+/// Most resources (streams, pollables, ...) a guest may hold at once.
+const MAX_GUEST_RESOURCES: usize = 10_000;
+
+/// One task's instance of a plugin: `interested` and `handle` run on the same
+/// store, which is dropped with this value.
+pub struct Instance {
+    store: Store<TaskState>,
+    worker: Option<bindings::Worker>,
+    deadline: Instant,
+    limit: Duration,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Instance {
+    /// Calls `describe`.
+    pub async fn describe(&mut self) -> Result<WitPluginInfo, CallError> {
+        let Some(exports) = &self.worker else { return Err(not_initialised()) };
+        let result = tokio::time::timeout_at(self.deadline.into(), exports.call_describe(&mut self.store)).await;
+        self.settle(result)
+    }
+
+    /// Calls `interested(task)`.
+    pub async fn interested(&mut self, task: &WitTask) -> Result<bool, CallError> {
+        let Some(exports) = &self.worker else { return Err(not_initialised()) };
+        let result = tokio::time::timeout_at(self.deadline.into(), exports.call_interested(&mut self.store, task)).await;
+        self.settle(result)
+    }
+
+    /// Calls `handle(task)`: `Ok(Err(_))` is the guest's own error.
+    pub async fn handle(&mut self, task: &WitTask) -> Result<Result<Vec<u8>, String>, CallError> {
+        let Some(exports) = &self.worker else { return Err(not_initialised()) };
+        let result = tokio::time::timeout_at(self.deadline.into(), exports.call_handle(&mut self.store, task)).await;
+        self.settle(result)
+    }
+
+    /// Turns the outcome of a guarded call into a [`CallError`] that says
+    /// what went wrong.
+    fn settle<R>(&self, result: Result<wasmtime::Result<R>, tokio::time::error::Elapsed>) -> Result<R, CallError> {
+        let err = match result {
+            Ok(Ok(value)) => return Ok(value),
+            Err(_) => return Err(CallError::Deadline(self.limit)),
+            Ok(Err(err)) => err,
+        };
+        let state = self.store.data();
+        if err.is::<DeadlineExceeded>() {
+            return Err(CallError::Deadline(self.limit));
+        }
+        if state.limiter.exceeded() {
+            return Err(CallError::Memory(state.limiter.limit()));
+        }
+        let mut reason = match err.downcast_ref::<wasmtime::Trap>() {
+            Some(trap) => trap.to_string(),
+            None => first_line(&err),
+        };
+        let tail = state.stderr_tail.lock();
+        if !tail.is_empty() {
+            reason.push_str(&format!(" (guest stderr: {})", tail.trim_end()));
+        }
+        Err(CallError::Trap(reason))
+    }
+}
+
+fn not_initialised() -> CallError {
+    CallError::Trap("the instance was not initialised".into())
+}
+
+/// What a store holds for one task.
+pub struct TaskState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: Limiter,
+    worker: Arc<str>,
+    request_id: Arc<str>,
+    stderr_tail: Arc<Mutex<String>>,
+}
+
+impl WasiView for TaskState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// Longest log record a guest may write; longer ones are cut.
+const MAX_LOG_RECORD: usize = 4096;
+
+impl bindings::TypesHost for TaskState {}
+
+impl bindings::Host for TaskState {
+    fn log(&mut self, level: bindings::Level, message: String) {
+        let message = stdio::clip(&message, MAX_LOG_RECORD);
+        let (worker, request_id) = (&*self.worker, &*self.request_id);
+        match level {
+            bindings::Level::Trace => tracing::trace!(target: "anocast::guest", worker, request_id, "{message}"),
+            bindings::Level::Debug => tracing::debug!(target: "anocast::guest", worker, request_id, "{message}"),
+            bindings::Level::Info => tracing::info!(target: "anocast::guest", worker, request_id, "{message}"),
+            bindings::Level::Warn => tracing::warn!(target: "anocast::guest", worker, request_id, "{message}"),
+            bindings::Level::Error => tracing::error!(target: "anocast::guest", worker, request_id, "{message}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_tells_components_from_modules_and_garbage() {
+        assert_eq!(check_header(b"\0asm\x0d\0\x01\0rest"), Ok(()));
+        assert_eq!(check_header(b"\0asm\x01\0\0\0rest"), Err(LoadError::NotComponent));
+        assert_eq!(check_header(b"hello world"), Err(LoadError::NotWasm));
+        assert_eq!(check_header(b""), Err(LoadError::NotWasm));
+    }
+
+    #[test]
+    fn invalid_descriptions_are_refused() {
+        let info = |name: &str, version: &str, topics: &[&str]| WitPluginInfo {
+            name: name.into(),
+            version: version.into(),
+            topics: topics.iter().map(|t| (*t).into()).collect(),
+        };
+        assert!(PluginInfo::validate(info("ok-name_2", "1.0.0", &["a.*"])).is_ok());
+        for bad in [info("", "1", &["a"]), info("Upper", "1", &["a"]), info("n", "", &["a"]), info("n", "1", &[]), info("n", "1", &["a..b"])] {
+            assert!(matches!(PluginInfo::validate(bad), Err(LoadError::InvalidInfo(_))));
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! Topic names and subscription patterns, with NATS rules.
+//!
+//! A topic is a dotted name such as `orders.created`: one or more non-empty
+//! tokens of ASCII letters, digits, `-` and `_`. A pattern is the same with
+//! wildcards: `*` stands for exactly one token, `>` (only as the last token)
+//! for one or more remaining tokens.
+
+use std::fmt;
+
+/// Longest accepted topic or pattern, in bytes.
+pub const MAX_TOPIC_LEN: usize = 256;
+
+/// Why a topic or pattern was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {what} {text:?}: {reason}")]
+pub struct TopicError {
+    what: &'static str,
+    text: String,
+    reason: &'static str,
+}
+
+fn check(text: &str, what: &'static str, wildcards: bool) -> Result<(), TopicError> {
+    let fail = |reason| Err(TopicError { what, text: text.chars().take(80).collect(), reason });
+    if text.is_empty() {
+        return fail("it is empty");
+    }
+    if text.len() > MAX_TOPIC_LEN {
+        return fail("it is longer than 256 bytes");
+    }
+    let tokens: Vec<&str> = text.split('.').collect();
+    for (i, token) in tokens.iter().enumerate() {
+        match *token {
+            "" => return fail("it has an empty token (leading, trailing or double '.')"),
+            "*" if wildcards => {}
+            ">" if wildcards && i + 1 == tokens.len() => {}
+            ">" if wildcards => return fail("'>' may only be the last token"),
+            "*" | ">" => return fail("wildcards are only allowed in subscription patterns"),
+            t if t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') => {}
+            _ => return fail("tokens may hold only ASCII letters, digits, '-' and '_'"),
+        }
+    }
+    Ok(())
+}
+
+/// A validated topic name (no wildcards).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(transparent)]
+pub struct Topic(String);
+
+impl Topic {
+    /// Validates `text` as a topic.
+    pub fn parse(text: &str) -> Result<Self, TopicError> {
+        check(text, "topic", false)?;
+        Ok(Topic(text.to_owned()))
+    }
+
+    /// The topic as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Topic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A validated subscription pattern.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(transparent)]
+pub struct Pattern(String);
+
+impl Pattern {
+    /// Validates `text` as a pattern.
+    pub fn parse(text: &str) -> Result<Self, TopicError> {
+        check(text, "topic pattern", true)?;
+        Ok(Pattern(text.to_owned()))
+    }
+
+    /// The pattern as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether `topic` matches this pattern.
+    pub fn matches(&self, topic: &str) -> bool {
+        let mut pattern = self.0.split('.');
+        let mut tokens = topic.split('.');
+        loop {
+            match (pattern.next(), tokens.next()) {
+                (Some(">"), Some(_)) => return true,
+                (Some("*"), Some(_)) => {}
+                (Some(p), Some(t)) if p == t => {}
+                (None, None) => return true,
+                _ => return false,
+            }
+        }
+    }
+}
+
+impl fmt::Display for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn matches(pattern: &str, topic: &str) -> bool {
+        Pattern::parse(pattern).expect("valid pattern").matches(topic)
+    }
+
+    #[test]
+    fn wildcards_follow_nats_rules() {
+        assert!(matches("orders.created", "orders.created"));
+        assert!(!matches("orders.created", "orders.created.eu"));
+        assert!(matches("orders.*", "orders.created"));
+        assert!(!matches("orders.*", "orders"));
+        assert!(!matches("orders.*", "orders.created.eu"));
+        assert!(matches("orders.>", "orders.created.eu"));
+        assert!(!matches("orders.>", "orders"));
+        assert!(matches(">", "anything.at.all"));
+        assert!(matches("*.created", "users.created"));
+        assert!(!matches("*.created", "users.deleted"));
+    }
+
+    #[test]
+    fn bad_topics_are_refused_with_a_reason() {
+        for bad in ["", ".a", "a.", "a..b", "a b", "a.*", "a.>", "ü", &"a".repeat(300)] {
+            let err = Topic::parse(bad).expect_err(bad);
+            assert!(err.to_string().starts_with("invalid topic"), "{err}");
+        }
+        for bad in ["a.>.b", "", "a..b", "a.b c"] {
+            assert!(Pattern::parse(bad).is_err(), "{bad}");
+        }
+        assert!(Topic::parse("orders.created-v2_eu").is_ok());
+        assert!(Pattern::parse("a.*.>").is_ok());
+    }
+}
