@@ -313,8 +313,16 @@ impl Plugin {
     /// every call on it, together with the runtime's call timeout.
     pub async fn instantiate(&self, worker: Arc<str>, request_id: Arc<str>, deadline: Instant) -> Result<Instance, CallError> {
         let rt = &self.runtime.inner;
-        let deadline = deadline.min(Instant::now() + rt.config.call_timeout);
-        let limit = deadline.saturating_duration_since(Instant::now());
+        // The limit reported in errors: the call timeout, or what was left of
+        // the dispatch's deadline (to the millisecond) when that is sooner.
+        let now = Instant::now();
+        let left = deadline.saturating_duration_since(now);
+        let limit = if rt.config.call_timeout <= left {
+            rt.config.call_timeout
+        } else {
+            Duration::from_millis(left.as_millis() as u64)
+        };
+        let deadline = deadline.min(now + rt.config.call_timeout);
         let slot = match rt.slots.clone().try_acquire_owned() {
             Ok(slot) => slot,
             Err(_) => tokio::time::timeout_at(deadline.into(), rt.slots.clone().acquire_owned())

@@ -1,0 +1,82 @@
+//! Builds every guest from source for `wasm32-wasip2`: the example plugins
+//! (`plugins/`) and the test-only guests (`tests/guests/`), and writes a
+//! constant with the path of each component into `$OUT_DIR/guests.rs`.
+//!
+//! Guests are built in release mode into `target/guests`, which outlives
+//! `OUT_DIR`, so that changes to the host don't rebuild them.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn main() {
+    let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let root = manifest_dir.parent().expect("tests/ has a parent").to_owned();
+    let target_dir = root.join("target").join("guests");
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+
+    for watched in ["wit", "guest-sdk/src", "guest-sdk/Cargo.toml", "plugins/Cargo.toml", "tests/guests/src", "tests/guests/examples", "tests/guests/Cargo.toml"] {
+        println!("cargo:rerun-if-changed={}", root.join(watched).display());
+    }
+    let plugins_dir = root.join("plugins");
+    let plugins = rust_plugins(&plugins_dir);
+    for plugin in &plugins {
+        println!("cargo:rerun-if-changed={}", plugins_dir.join(plugin).join("src").display());
+        println!("cargo:rerun-if-changed={}", plugins_dir.join(plugin).join("Cargo.toml").display());
+    }
+
+    build(&plugins_dir.join("Cargo.toml"), &target_dir, &[]);
+    build(&manifest_dir.join("guests").join("Cargo.toml"), &target_dir, &["--examples"]);
+
+    let release = target_dir.join("wasm32-wasip2").join("release");
+    let mut consts = String::new();
+    for plugin in &plugins {
+        let path = release.join(format!("{}.wasm", plugin.replace('-', "_")));
+        consts.push_str(&constant(plugin, &path));
+    }
+    for example in ["echo", "echo2", "echo3", "echo4", "misbehave", "bad-describe", "wrong-world"] {
+        let path = release.join("examples").join(format!("{}.wasm", example.replace('-', "_")));
+        consts.push_str(&constant(example, &path));
+    }
+    std::fs::write(out_dir.join("guests.rs"), consts).expect("writing guests.rs");
+}
+
+/// Member folders of the plugins workspace that hold a Rust crate.
+fn rust_plugins(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("reading plugins/")
+        .filter_map(Result::ok)
+        .filter(|e| e.path().join("Cargo.toml").is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+fn constant(name: &str, path: &Path) -> String {
+    assert!(path.is_file(), "guest {name} was not built at {}", path.display());
+    format!(
+        "/// Path of the `{name}` component.\npub const {}: &str = {:?};\n",
+        name.to_uppercase().replace('-', "_"),
+        path.display().to_string()
+    )
+}
+
+fn build(manifest: &Path, target_dir: &Path, extra: &[&str]) {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
+        .arg(manifest)
+        .arg("--target-dir")
+        .arg(target_dir)
+        .args(extra);
+    // What the outer build set for the host must not leak into the guests'.
+    for var in ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_TARGET_DIR", "RUSTC_WORKSPACE_WRAPPER", "RUSTC_WRAPPER", "CARGO_BUILD_TARGET", "CARGO_PRIMARY_PACKAGE"] {
+        cmd.env_remove(var);
+    }
+    let status = cmd.status().unwrap_or_else(|e| panic!("running cargo for {}: {e}", manifest.display()));
+    assert!(
+        status.success(),
+        "building the guests of {} failed; is the wasm32-wasip2 target installed? (`rustup target add wasm32-wasip2`, or run `cargo xtask test`)",
+        manifest.display()
+    );
+}

@@ -1,0 +1,76 @@
+//! `misbehave`: does, on request, everything a plugin must not be able to
+//! hurt the host with. The last token of the topic says what:
+//!
+//! - `ok`: answers "fine"; `fail`: returns an error; `echo`: the payload;
+//! - `trap`: panics; `spin`: loops forever; `grow`: allocates until the
+//!   memory limit; `recurse`: recurses until the stack runs out;
+//! - `sleep`: sleeps for the number of milliseconds in the payload;
+//! - `log`: writes to the host log, stdout and stderr;
+//! - `binary`: answers bytes that are not UTF-8.
+//!
+//! `misbehave.not-interested` is declined; `misbehave.interested-trap`
+//! panics in `interested`.
+
+use std::hint::black_box;
+
+use anocast_sdk::{PluginInfo, Task, Worker, export, log};
+
+struct Misbehave;
+
+#[allow(unconditional_recursion)]
+fn recurse(depth: u64) -> u64 {
+    // Locals only (no shadow-stack array), so that the wasm stack itself,
+    // not the guest's stack in linear memory, runs out.
+    black_box(recurse(black_box(depth + 1))) + 1
+}
+
+impl Worker for Misbehave {
+    fn describe() -> PluginInfo {
+        PluginInfo::new("misbehave", "0.1.0", &["misbehave.>"])
+    }
+
+    fn interested(task: Task) -> bool {
+        match task.topic.as_str() {
+            "misbehave.interested-trap" => panic!("cannot make up my mind"),
+            "misbehave.not-interested" => false,
+            _ => true,
+        }
+    }
+
+    fn handle(task: Task) -> Result<Vec<u8>, String> {
+        match task.topic.rsplit('.').next().unwrap_or_default() {
+            "ok" => Ok(b"fine".to_vec()),
+            "fail" => Err("failed on purpose".into()),
+            "echo" => Ok(task.payload),
+            "trap" => panic!("boom on purpose"),
+            "spin" => {
+                let mut n = 0u64;
+                loop {
+                    n = black_box(n.wrapping_add(1));
+                }
+            }
+            "grow" => {
+                let mut hoard = Vec::new();
+                loop {
+                    hoard.push(black_box(vec![1u8; 1 << 20]));
+                }
+            }
+            "recurse" => Ok(recurse(0).to_le_bytes().to_vec()),
+            "sleep" => {
+                let ms: u64 = task.text().trim().parse().map_err(|_| "payload must be milliseconds".to_string())?;
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+                Ok(format!("slept {ms} ms").into_bytes())
+            }
+            "log" => {
+                log::info("hello from the guest log");
+                println!("hello from guest stdout");
+                eprintln!("hello from guest stderr");
+                Ok(b"logged".to_vec())
+            }
+            "binary" => Ok(vec![0xff, 0xfe, 0x00]),
+            other => Err(format!("unknown misbehaviour {other:?}")),
+        }
+    }
+}
+
+export!(Misbehave);
