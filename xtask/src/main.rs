@@ -1,1 +1,261 @@
-fn main() {}
+//! `cargo xtask`: the project's own commands.
+//!
+//! - `cargo xtask demo`: build the example plugins, run the embedded host on
+//!   sample tasks, print the joined outcomes;
+//! - `cargo xtask dev [ARGS...]`: build the plugins and serve them with the
+//!   HTTP API in the foreground (extra arguments go to `anocast serve`);
+//! - `cargo xtask plugins`: build every plugin in `plugins/` into
+//!   `target/plugins/*.wasm`;
+//! - `cargo xtask test`: install what the tests need, run the format and lint
+//!   gates, run every test;
+//! - `cargo xtask bench`: run the benchmarks (release build).
+//!
+//! Each installs the `wasm32-wasip2` target first when it is missing.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context, bail};
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  demo      build the example plugins, dispatch sample tasks in-process, print the outcomes
+  dev       build the plugins and serve them over HTTP (extra arguments go to `anocast serve`)
+  plugins   build every plugin in plugins/ into target/plugins/*.wasm
+  test      install test prerequisites, check formatting and lints, run all tests
+  bench     run the benchmarks (release build) and print ratios to their floors";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("demo") => demo(),
+        Some("dev") => dev(&args[1..]),
+        Some("plugins") => plugins().map(|_| ()),
+        Some("test") => test(),
+        Some("bench") => bench(&args[1..]),
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => Err(anyhow::anyhow!("unknown command {other:?}\n\n{USAGE}")),
+        None => Err(anyhow::anyhow!("no command given\n\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root.
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask/ has a parent").to_owned()
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(root());
+    cmd
+}
+
+fn step(what: &str) {
+    eprintln!("\n==> {what}");
+}
+
+/// Runs `cmd`, failing with its description when it fails.
+fn run(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
+    let status = cmd.status().with_context(|| format!("cannot start {what}"))?;
+    if !status.success() {
+        bail!("{what} failed ({status})");
+    }
+    Ok(())
+}
+
+fn have(program: &str) -> bool {
+    Command::new("sh").args(["-c", &format!("command -v {program}")]).output().is_ok_and(|o| o.status.success())
+}
+
+/// Installs the wasm32-wasip2 target with rustup when it is missing.
+fn ensure_wasm_target() -> anyhow::Result<()> {
+    let installed = Command::new("rustup").args(["target", "list", "--installed"]).output();
+    match installed {
+        Ok(out) if String::from_utf8_lossy(&out.stdout).lines().any(|l| l.trim() == "wasm32-wasip2") => Ok(()),
+        Ok(_) => {
+            step("installing the wasm32-wasip2 target (rustup target add wasm32-wasip2)");
+            run(Command::new("rustup").args(["target", "add", "wasm32-wasip2"]), "rustup target add wasm32-wasip2")
+        }
+        Err(_) => {
+            eprintln!("note: rustup not found; assuming the wasm32-wasip2 target is installed");
+            Ok(())
+        }
+    }
+}
+
+/// Installs Debian packages for the programs that are missing (root or sudo
+/// needed). `redis-server` and `nats-server` serve the distributed-mode tests.
+fn ensure_packages(programs: &[(&str, &str)]) -> anyhow::Result<()> {
+    let missing: Vec<&str> = programs.iter().filter(|(program, _)| !have(program)).map(|(_, package)| *package).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    step(&format!("installing {} (apt-get)", missing.join(", ")));
+    let sudo = if have("id") && Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0")) {
+        vec![]
+    } else {
+        vec!["sudo"]
+    };
+    let apt = |args: &[&str]| {
+        let mut cmd = Command::new(sudo.first().copied().unwrap_or("apt-get"));
+        if !sudo.is_empty() {
+            cmd.arg("apt-get");
+        }
+        cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        cmd
+    };
+    run(&mut apt(&["update", "-q"]), "apt-get update")?;
+    let mut install = apt(&["install", "-y", "-q", "--no-install-recommends"]);
+    install.args(&missing);
+    run(&mut install, "apt-get install")
+}
+
+/// The Rust plugins of `plugins/`: folders holding a Cargo.toml.
+fn rust_plugins() -> anyhow::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(root().join("plugins")).context("reading plugins/")? {
+        let entry = entry?;
+        if entry.path().join("Cargo.toml").is_file() {
+            names.push(entry.file_name().to_string_lossy().into_owned());
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// Builds the plugins into `target/plugins`; returns that folder.
+fn plugins() -> anyhow::Result<PathBuf> {
+    ensure_wasm_target()?;
+    let root = root();
+    let names = rust_plugins()?;
+    step(&format!("building {} plugin(s) for wasm32-wasip2", names.len()));
+    let target_dir = root.join("target").join("guests");
+    run(
+        cargo()
+            .args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path", "plugins/Cargo.toml", "--target-dir"])
+            .arg(&target_dir),
+        "building the plugins",
+    )?;
+    let out = root.join("target").join("plugins");
+    std::fs::create_dir_all(&out)?;
+    for (i, name) in names.iter().enumerate() {
+        let built = target_dir.join("wasm32-wasip2/release").join(format!("{}.wasm", name.replace('-', "_")));
+        let dest = out.join(format!("{name}.wasm"));
+        // Write then rename, so a node watching the folder never sees half a file.
+        let partial = out.join(format!(".{name}.wasm.partial"));
+        std::fs::copy(&built, &partial).with_context(|| format!("copying {}", built.display()))?;
+        std::fs::rename(&partial, &dest)?;
+        let size = std::fs::metadata(&dest)?.len();
+        eprintln!("[{}/{}] {name} -> {} ({} KiB)", i + 1, names.len(), relative(&dest), size / 1024);
+    }
+    Ok(out)
+}
+
+fn relative(path: &Path) -> String {
+    path.strip_prefix(root()).unwrap_or(path).display().to_string()
+}
+
+/// Builds the `anocast` binary (dev profile, shared with the tests); returns its path.
+fn anocast_binary() -> anyhow::Result<PathBuf> {
+    step("building anocast");
+    run(cargo().args(["build", "-p", "anocast-host", "--bin", "anocast"]), "building anocast")?;
+    Ok(root().join("target").join("debug").join(format!("anocast{}", std::env::consts::EXE_SUFFIX)))
+}
+
+fn demo() -> anyhow::Result<()> {
+    let plugins = plugins()?;
+    let anocast = anocast_binary()?;
+    let samples: &[(&str, &str, &str)] = &[
+        ("fan-out: two plugins analyse one text", "text.analyze", "What a great day: the new release is fast and I love it"),
+        ("payload-dependent interest: a small order (fraud-check stays out)", "orders.created", r#"{"amount": 120, "country": "NL", "items": [{"sku": "book", "qty": 2}]}"#),
+        ("payload-dependent interest: a large order (fraud-check joins)", "orders.created", r#"{"amount": 4200, "items": [{"sku": "laptop"}]}"#),
+        ("a failing worker: an order with no items", "orders.created", r#"{"amount": 10, "items": []}"#),
+        ("nobody is interested: answered as soon as every plugin declined", "weather.today", "sunny?"),
+    ];
+    for (title, topic, payload) in samples {
+        step(&format!("{title}\n    anocast run --plugins {} {topic} '{payload}'", relative(&plugins)));
+        let status = Command::new(&anocast)
+            .args(["run", "--plugins"])
+            .arg(&plugins)
+            .args([topic, payload])
+            .status()
+            .context("running anocast")?;
+        // 0: complete; 3: no_interest, which the last sample expects.
+        if !matches!(status.code(), Some(0 | 3)) {
+            bail!("anocast run {topic} failed ({status})");
+        }
+    }
+    eprintln!("\ndemo done. Next: `cargo xtask dev` serves these plugins at http://127.0.0.1:7700, then");
+    eprintln!("  target/debug/anocast dispatch text.analyze 'I love this'");
+    Ok(())
+}
+
+fn dev(args: &[String]) -> anyhow::Result<()> {
+    let plugins = plugins()?;
+    let anocast = anocast_binary()?;
+    step(&format!("serving {} (Ctrl-C stops)", relative(&plugins)));
+    run(Command::new(anocast).arg("serve").arg("--plugins").arg(&plugins).args(args), "anocast serve")
+}
+
+fn test() -> anyhow::Result<()> {
+    ensure_wasm_target()?;
+    ensure_packages(&[("redis-server", "redis-server"), ("nats-server", "nats-server")])?;
+    let guest_workspaces = ["plugins/Cargo.toml", "tests/guests/Cargo.toml"];
+
+    step("cargo fmt --check");
+    run(cargo().args(["fmt", "--all", "--check"]), "cargo fmt (workspace)")?;
+    for manifest in guest_workspaces {
+        run(cargo().args(["fmt", "--all", "--check", "--manifest-path", manifest]), &format!("cargo fmt ({manifest})"))?;
+    }
+
+    step("cargo clippy -D warnings");
+    run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]), "cargo clippy (workspace)")?;
+    let guest_target = root().join("target").join("guests");
+    for manifest in guest_workspaces {
+        run(
+            cargo()
+                .args(["clippy", "--release", "--all-targets", "--target", "wasm32-wasip2", "--manifest-path", manifest, "--target-dir"])
+                .arg(&guest_target)
+                .args(["--", "-D", "warnings"]),
+            &format!("cargo clippy ({manifest})"),
+        )?;
+    }
+
+    step("cargo test --workspace");
+    run(cargo().args(["test", "--workspace"]), "cargo test")?;
+    eprintln!("\nall checks and tests passed");
+    Ok(())
+}
+
+fn bench(args: &[String]) -> anyhow::Result<()> {
+    plugins()?;
+    ensure_wasm_target()?;
+    step("building the benchmark guests");
+    let guest_target = root().join("target").join("guests");
+    run(
+        cargo()
+            .args(["build", "--release", "--target", "wasm32-wasip2", "--examples", "--manifest-path", "tests/guests/Cargo.toml", "--target-dir"])
+            .arg(&guest_target),
+        "building the test guests",
+    )?;
+    step("cargo bench (release build; the first one takes several minutes)");
+    run(
+        cargo()
+            .args(["bench", "-p", "anocast-host", "--bench", "dispatch", "--"])
+            .args(args)
+            .env("ANOCAST_BENCH_GUESTS", guest_target.join("wasm32-wasip2/release/examples")),
+        "cargo bench",
+    )
+}

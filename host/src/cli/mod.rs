@@ -1,1 +1,376 @@
-//! The CLI.
+//! The `anocast` command: clap definitions and what each subcommand does.
+//!
+//! Output conventions: results (outcome JSON, plugin lists) go to stdout;
+//! logs and errors go to stderr, an error as one line `error: ...`.
+//!
+//! Exit status: 0 success (a dispatch that completed); 1 an error; 2 bad
+//! usage; 3 a dispatch that ended `no_interest`; 4 one that ended
+//! `timed_out`.
+
+mod client;
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+
+use crate::dispatch::{DispatchOptions, Status};
+use crate::runtime::{Runtime, RuntimeConfig};
+use crate::{Host, HostConfig, Topic};
+
+const AFTER_HELP: &str = "\
+Exit status: 0 success (for a dispatch: it completed), 1 error, 2 bad usage,
+3 the dispatch ended no_interest, 4 it ended timed_out.
+
+Environment: ANOCAST_LOG (or RUST_LOG) sets the log filter, e.g. `debug` or
+`anocast=debug`; logs go to stderr.";
+
+/// anocast: a WebAssembly plugin host for event-driven service composition.
+///
+/// Workers are WebAssembly components in a plugins folder. A task is broadcast
+/// to every plugin whose topic patterns match; each decides from the payload
+/// whether it is interested, declares itself, and replies; the replies are
+/// joined into one outcome.
+#[derive(Debug, Parser)]
+#[command(name = "anocast", version, after_help = AFTER_HELP, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a node: load the plugins folder and serve the HTTP API.
+    Serve(ServeArgs),
+    /// Dispatch a task through a running node and print the outcome JSON.
+    Dispatch(DispatchArgs),
+    /// Load a plugins folder, dispatch one task in-process, print the outcome
+    /// JSON and exit (no server needed).
+    Run(RunArgs),
+    /// List or check plugins.
+    #[command(subcommand)]
+    Plugins(PluginsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum PluginsCommand {
+    /// List the plugins of a running node, and the files that failed to load.
+    List {
+        #[command(flatten)]
+        node: NodeUrl,
+        /// Print the node's JSON answer instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Load one component and print its name, version and topics; fails with
+    /// the reason when the file is not a worker plugin.
+    Check {
+        /// The `.wasm` file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// The plugins folder: every `.wasm` in it is loaded.
+    #[arg(long, env = "ANOCAST_PLUGINS", value_name = "DIR")]
+    plugins: PathBuf,
+    /// Address of the HTTP API.
+    #[arg(long, env = "ANOCAST_HTTP", value_name = "ADDR", default_value = "127.0.0.1:7700")]
+    http: SocketAddr,
+    /// This node's id, as it appears in worker names (default: host name).
+    #[arg(long, env = "ANOCAST_NODE_ID", value_name = "ID")]
+    node_id: Option<String>,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The plugins folder: every `.wasm` in it is loaded.
+    #[arg(long, env = "ANOCAST_PLUGINS", value_name = "DIR")]
+    plugins: PathBuf,
+    #[command(flatten)]
+    task: TaskArgs,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+#[derive(Debug, Args)]
+struct DispatchArgs {
+    #[command(flatten)]
+    task: TaskArgs,
+    #[command(flatten)]
+    node: NodeUrl,
+}
+
+#[derive(Debug, Args)]
+struct NodeUrl {
+    /// URL of a running node's HTTP API.
+    #[arg(long, env = "ANOCAST_URL", value_name = "URL", default_value = "http://127.0.0.1:7700")]
+    url: String,
+}
+
+#[derive(Debug, Args)]
+struct TaskArgs {
+    /// The task's topic, e.g. `orders.created`.
+    topic: String,
+    /// The payload: literal text, `@FILE` to read a file, or `-` for stdin.
+    /// Empty when left out.
+    payload: Option<String>,
+    /// Overall deadline: past it the outcome is `timed_out`.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// Interest window: nobody declared by then means `no_interest`.
+    #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = parse_duration)]
+    grace: Duration,
+    /// MIME type of the payload (default: application/json when it parses as
+    /// JSON, text/plain for other text, application/octet-stream otherwise).
+    #[arg(long, value_name = "TYPE")]
+    content_type: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct LimitArgs {
+    /// Memory limit of one plugin instance, in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    memory_limit: u64,
+    /// Longest a single call into a plugin may run.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    call_timeout: Duration,
+    /// Plugin instances alive at once; tasks beyond wait for a slot.
+    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    max_instances: u32,
+}
+
+impl LimitArgs {
+    fn runtime(&self) -> RuntimeConfig {
+        RuntimeConfig {
+            memory_limit: self.memory_limit << 20,
+            call_timeout: self.call_timeout,
+            max_instances: self.max_instances,
+            ..RuntimeConfig::default()
+        }
+    }
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text).map_err(|e| format!("{e}; expected a duration such as 500ms, 2s or 1m"))?;
+    if duration.is_zero() {
+        return Err("must be more than zero".into());
+    }
+    Ok(duration)
+}
+
+/// Entry point of the `anocast` binary: parses arguments, runs the command,
+/// reports an error as one line on stderr, and returns the exit status.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = if matches!(cli.command, Command::Serve(_)) { "info" } else { "warn" };
+    init_tracing(default_level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => return fail(anyhow::Error::from(err).context("cannot start the async runtime")),
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(err) => fail(err),
+    }
+}
+
+fn fail(err: anyhow::Error) -> ExitCode {
+    let mut line = format!("error: {err}");
+    for cause in err.chain().skip(1) {
+        line.push_str(&format!(": {cause}"));
+    }
+    eprintln!("{}", line.replace('\n', " "));
+    ExitCode::FAILURE
+}
+
+fn init_tracing(default_level: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = std::env::var("ANOCAST_LOG")
+        .ok()
+        .and_then(|f| EnvFilter::try_new(f).ok())
+        .or_else(|| EnvFilter::try_from_default_env().ok())
+        .unwrap_or_else(|| EnvFilter::new(default_level));
+    use std::io::IsTerminal;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
+
+/// Runs a parsed command.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve(args) => serve(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Run(args) => run_once(args).await,
+        Command::Dispatch(args) => {
+            let (topic, payload, options) = args.task.resolve()?;
+            let outcome = client::Client::new(&args.node.url)?.dispatch(&topic, payload, &options).await?;
+            println!("{}", serde_json::to_string_pretty(&outcome)?);
+            Ok(exit_for(outcome["status"].as_str()))
+        }
+        Command::Plugins(PluginsCommand::List { node, json }) => {
+            let answer = client::Client::new(&node.url)?.plugins().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&answer)?);
+            } else {
+                print!("{}", client::plugins_table(&answer));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plugins(PluginsCommand::Check { file }) => check(&file).await.map(|()| ExitCode::SUCCESS),
+    }
+}
+
+fn exit_for(status: Option<&str>) -> ExitCode {
+    match status {
+        Some(s) if s == Status::Complete.as_str() => ExitCode::SUCCESS,
+        Some(s) if s == Status::NoInterest.as_str() => ExitCode::from(3),
+        Some(s) if s == Status::TimedOut.as_str() => ExitCode::from(4),
+        _ => ExitCode::FAILURE,
+    }
+}
+
+impl TaskArgs {
+    /// Validates the topic, reads the payload and builds the options.
+    fn resolve(&self) -> anyhow::Result<(Topic, Vec<u8>, DispatchOptions)> {
+        let topic = Topic::parse(&self.topic)?;
+        let payload = match self.payload.as_deref() {
+            None => Vec::new(),
+            Some("-") => {
+                let mut bytes = Vec::new();
+                std::io::stdin().read_to_end(&mut bytes).context("cannot read the payload from stdin")?;
+                bytes
+            }
+            Some(arg) => match arg.strip_prefix('@') {
+                Some(file) => std::fs::read(file).with_context(|| format!("cannot read payload file {file}"))?,
+                None => arg.as_bytes().to_vec(),
+            },
+        };
+        let content_type = self.content_type.clone().unwrap_or_else(|| guess_content_type(&payload).to_owned());
+        anyhow::ensure!(self.timeout <= crate::dispatch::MAX_TIMEOUT, "--timeout may be at most 1h");
+        Ok((topic, payload, DispatchOptions { grace: self.grace, timeout: self.timeout, content_type }))
+    }
+}
+
+fn guess_content_type(payload: &[u8]) -> &'static str {
+    if !payload.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(payload).is_ok() {
+        "application/json"
+    } else if std::str::from_utf8(payload).is_ok() {
+        "text/plain; charset=utf-8"
+    } else {
+        "application/octet-stream"
+    }
+}
+
+async fn start_host(plugins: &Path, node_id: Option<String>, limits: &LimitArgs) -> anyhow::Result<Host> {
+    let config = HostConfig {
+        plugins: plugins.to_owned(),
+        node_id: node_id.unwrap_or_else(crate::default_node_id),
+        runtime: limits.runtime(),
+    };
+    let host = Host::start(config).await?;
+    for failure in &host.plugins().failed {
+        eprintln!("warning: {}: {}", failure.file.display(), failure.error);
+    }
+    if host.plugins().loaded.is_empty() {
+        eprintln!("warning: no plugin loaded from {}", plugins.display());
+    }
+    Ok(host)
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(args.http)
+        .await
+        .with_context(|| format!("cannot listen on {} (--http)", args.http))?;
+    let host = Arc::new(start_host(&args.plugins, args.node_id, &args.limits).await?);
+    let address = listener.local_addr()?;
+    tracing::info!(
+        node = host.node_id(),
+        plugins = host.plugins().loaded.len(),
+        "serving the HTTP API on http://{address}"
+    );
+    crate::gateway::serve(listener, host, shutdown_signal()).await.context("the HTTP server failed")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { () = ctrl_c => {}, () = term => {} }
+    tracing::info!("shutting down");
+}
+
+async fn run_once(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let (topic, payload, options) = args.task.resolve()?;
+    let host = start_host(&args.plugins, Some("local".into()), &args.limits).await?;
+    let outcome = host.dispatcher().dispatch(topic, payload, &options).await?;
+    let json: serde_json::Value = serde_json::from_str(&outcome.to_json())?;
+    println!("{}", serde_json::to_string_pretty(&json)?);
+    Ok(exit_for(Some(outcome.status.as_str())))
+}
+
+async fn check(file: &Path) -> anyhow::Result<()> {
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let runtime = Runtime::new(RuntimeConfig { max_instances: 4, ..RuntimeConfig::default() })?;
+    let plugin = match runtime.load(bytes).await {
+        Ok(plugin) => plugin,
+        Err(err) => bail!("{}: {err}", file.display()),
+    };
+    let topics: Vec<&str> = plugin.info.topics.iter().map(|t| t.as_str()).collect();
+    println!("file:    {}", file.display());
+    println!("name:    {}", plugin.info.name);
+    println!("version: {}", plugin.info.version);
+    println!("topics:  {}", topics.join(", "));
+    println!("digest:  sha256:{}", plugin.digest);
+    println!("size:    {} bytes", plugin.size);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn content_types_are_guessed_from_the_payload() {
+        assert_eq!(guess_content_type(br#"{"a": 1}"#), "application/json");
+        assert_eq!(guess_content_type(b"hello"), "text/plain; charset=utf-8");
+        assert_eq!(guess_content_type(&[0xff, 0x00]), "application/octet-stream");
+    }
+
+    #[test]
+    fn durations_need_a_unit_and_must_be_positive() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("0s").is_err());
+    }
+}
