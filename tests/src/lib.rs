@@ -53,3 +53,39 @@ pub fn options(grace_ms: u64, timeout_ms: u64) -> DispatchOptions {
         ..DispatchOptions::default()
     }
 }
+
+/// A child process killed on drop.
+pub struct Child(pub std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `anocast serve` (the binary at `exe`) on a free port with `dir`
+/// as plugins folder; returns the process and its base URL once it serves.
+pub fn spawn_serve(exe: &str, dir: &Path, extra: &[&str]) -> anyhow::Result<(Child, String)> {
+    use std::io::BufRead;
+    let mut child = Child(
+        std::process::Command::new(exe)
+            .args(["serve", "--node-id", "cli", "--http", "127.0.0.1:0", "--plugins"])
+            .arg(dir)
+            .args(extra)
+            .env("ANOCAST_LOG", "info")
+            .stderr(std::process::Stdio::piped())
+            .spawn()?,
+    );
+    let stderr = child.0.stderr.take().ok_or_else(|| anyhow::anyhow!("no stderr"))?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(url) = line.split("serving the HTTP API on ").nth(1) {
+                let _ = tx.send(url.split_whitespace().next().unwrap_or_default().to_owned());
+            }
+        }
+    });
+    let url = rx.recv_timeout(std::time::Duration::from_secs(60)).map_err(|_| anyhow::anyhow!("anocast serve did not start"))?;
+    Ok((child, url))
+}

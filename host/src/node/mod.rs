@@ -17,11 +17,14 @@
 //! waiting for nothing.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::bus::{Bus, BusError, Interest, Partial, Reply, ReplySink, Subscription, Task, TaskReceiver, WorkerId};
 use crate::ledger::Ledger;
 use crate::runtime::{CallError, Plugin, WitTask};
+
+/// How long an instance may outlive its dispatch's deadline.
+const DEADLINE_MARGIN: Duration = Duration::from_millis(100);
 
 /// A running node's plugin subscriptions. Dropping it unsubscribes them.
 pub struct Node {
@@ -92,7 +95,10 @@ impl PluginReceiver {
             depth: task.depth,
             ancestry: task.ancestry.clone(),
         };
-        let deadline = Instant::now() + remaining;
+        // The dispatcher owns the dispatch's deadline and reports a worker
+        // still running then as missing; the instance is stopped a little
+        // later, so that the two never race.
+        let deadline = Instant::now() + remaining + DEADLINE_MARGIN;
         let instance = self.plugin.instantiate(self.label.clone(), task.request_id.clone(), deadline).await;
         let mut instance = match instance {
             Ok(instance) => instance,

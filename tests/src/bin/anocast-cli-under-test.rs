@@ -1,0 +1,7 @@
+//! The `anocast` command, built inside the tests package so that the CLI
+//! tests can run it (`CARGO_BIN_EXE_*` names only a package's own binaries).
+//! It calls the same entry point as `host/src/main.rs`.
+
+fn main() -> std::process::ExitCode {
+    anocast::cli::main()
+}
