@@ -14,7 +14,15 @@ fn main() {
     let target_dir = root.join("target").join("guests");
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
 
-    for watched in ["wit", "guest-sdk/src", "guest-sdk/Cargo.toml", "plugins/Cargo.toml", "tests/guests/src", "tests/guests/examples", "tests/guests/Cargo.toml"] {
+    for watched in [
+        "wit",
+        "guest-sdk/src",
+        "guest-sdk/Cargo.toml",
+        "plugins/Cargo.toml",
+        "tests/guests/src",
+        "tests/guests/examples",
+        "tests/guests/Cargo.toml",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
     let plugins_dir = root.join("plugins");
@@ -70,7 +78,15 @@ fn build(manifest: &Path, target_dir: &Path, extra: &[&str]) {
         .arg(target_dir)
         .args(extra);
     // What the outer build set for the host must not leak into the guests'.
-    for var in ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_TARGET_DIR", "RUSTC_WORKSPACE_WRAPPER", "RUSTC_WRAPPER", "CARGO_BUILD_TARGET", "CARGO_PRIMARY_PACKAGE"] {
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "RUSTC_WRAPPER",
+        "CARGO_BUILD_TARGET",
+        "CARGO_PRIMARY_PACKAGE",
+    ] {
         cmd.env_remove(var);
     }
     let status = cmd.status().unwrap_or_else(|e| panic!("running cargo for {}: {e}", manifest.display()));

@@ -38,7 +38,7 @@
 pub mod bindings {
     //! The generated bindings. Plugin authors use the re-exports at the crate
     //! root instead.
-    #![allow(missing_docs, unsafe_code)]
+    #![allow(missing_docs, unsafe_code, clippy::too_many_arguments)]
 
     wit_bindgen::generate!({
         path: "../wit",

@@ -86,6 +86,8 @@ pub fn spawn_serve(exe: &str, dir: &Path, extra: &[&str]) -> anyhow::Result<(Chi
             }
         }
     });
-    let url = rx.recv_timeout(std::time::Duration::from_secs(60)).map_err(|_| anyhow::anyhow!("anocast serve did not start"))?;
+    let url = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .map_err(|_| anyhow::anyhow!("anocast serve did not start"))?;
     Ok((child, url))
 }

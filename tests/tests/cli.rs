@@ -14,7 +14,8 @@ fn anocast(args: &[&str]) -> Output {
 }
 
 fn stdout_json(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
 }
 
 /// Asserts a failure with exit status 1 and exactly one stderr line starting
@@ -112,7 +113,10 @@ fn plugins_check_explains_what_is_wrong() -> anyhow::Result<()> {
     assert_one_line_error(&anocast(&["plugins", "check", path(&text)]), "not a WebAssembly file");
     let module = dir.write("module.wasm", b"\0asm\x01\0\0\0")?;
     assert_one_line_error(&anocast(&["plugins", "check", path(&module)]), "a core WebAssembly module, not a component");
-    assert_one_line_error(&anocast(&["plugins", "check", guests::WRONG_WORLD]), "does not implement the anocast:worker/worker world");
+    assert_one_line_error(
+        &anocast(&["plugins", "check", guests::WRONG_WORLD]),
+        "does not implement the anocast:worker/worker world",
+    );
     assert_one_line_error(&anocast(&["plugins", "check", guests::BAD_DESCRIBE]), "invalid topic pattern");
     assert_one_line_error(&anocast(&["plugins", "check", path(&dir.path().join("absent.wasm"))]), "cannot read");
     Ok(())
@@ -128,7 +132,8 @@ fn dispatch_and_list_go_through_a_running_node() -> anyhow::Result<()> {
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let json = stdout_json(&out);
     assert_eq!(json["status"], "complete");
-    let workers: Vec<&str> = json["partials"].as_array().expect("partials").iter().filter_map(|p| p["worker"].as_str()).collect();
+    let workers: Vec<&str> =
+        json["partials"].as_array().expect("partials").iter().filter_map(|p| p["worker"].as_str()).collect();
     assert_eq!(workers, ["cli/fraud-check@0.1.0", "cli/inventory@0.1.0"]);
 
     let out = anocast(&["dispatch", "weather.today", "--url", &url, "--grace", "200ms"]);

@@ -22,8 +22,10 @@ async fn fan_out_joins_the_partials_of_every_interested_plugin() -> anyhow::Resu
     let host = start_host(&dir, RuntimeConfig::default()).await?;
     assert_eq!(host.plugins().loaded.len(), 4, "failures: {:?}", host.plugins().failed);
 
-    let outcome =
-        host.dispatcher().dispatch(topic("text.analyze"), b"what a great day, I love it".to_vec(), &options(500, 5000)).await?;
+    let outcome = host
+        .dispatcher()
+        .dispatch(topic("text.analyze"), b"what a great day, I love it".to_vec(), &options(500, 5000))
+        .await?;
     let json = json_of(&outcome);
     assert_eq!(json["status"], "complete");
     assert_eq!(json["topic"], "text.analyze");
@@ -43,7 +45,8 @@ async fn fan_out_joins_the_partials_of_every_interested_plugin() -> anyhow::Resu
 async fn interest_depends_on_the_payload() -> anyhow::Result<()> {
     let dir = PluginDir::with(&[guests::FRAUD_CHECK, guests::INVENTORY])?;
     let host = start_host(&dir, RuntimeConfig::default()).await?;
-    let workers = |outcome: &anocast::Outcome| outcome.partials.iter().map(|p| p.worker.plugin.clone()).collect::<Vec<_>>();
+    let workers =
+        |outcome: &anocast::Outcome| outcome.partials.iter().map(|p| p.worker.plugin.clone()).collect::<Vec<_>>();
 
     let small = br#"{"amount": 20, "country": "NL", "items": [{"sku": "book"}]}"#.to_vec();
     let outcome = host.dispatcher().dispatch(topic("orders.created"), small, &options(500, 5000)).await?;
@@ -66,11 +69,17 @@ async fn no_interest_is_answered_well_before_the_grace_period() -> anyhow::Resul
     let host = start_host(&dir, RuntimeConfig::default()).await?;
     // fraud-check subscribes but declines small orders.
     let started = Instant::now();
-    let outcome =
-        host.dispatcher().dispatch(topic("orders.created"), br#"{"amount": 5}"#.to_vec(), &options(2000, 30_000)).await?;
+    let outcome = host
+        .dispatcher()
+        .dispatch(topic("orders.created"), br#"{"amount": 5}"#.to_vec(), &options(2000, 30_000))
+        .await?;
     assert_eq!(outcome.status, Status::NoInterest);
     assert!(outcome.partials.is_empty() && outcome.missing.is_empty());
-    assert!(started.elapsed() < Duration::from_millis(1000), "took {:?}: every receiver had answered", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(1000),
+        "took {:?}: every receiver had answered",
+        started.elapsed()
+    );
 
     // Nobody subscribes at all.
     let started = Instant::now();
@@ -79,7 +88,8 @@ async fn no_interest_is_answered_well_before_the_grace_period() -> anyhow::Resul
     assert!(started.elapsed() < Duration::from_millis(1000));
 
     // A declining receiver.
-    let outcome = host.dispatcher().dispatch(topic("misbehave.not-interested"), Vec::new(), &options(2000, 30_000)).await?;
+    let outcome =
+        host.dispatcher().dispatch(topic("misbehave.not-interested"), Vec::new(), &options(2000, 30_000)).await?;
     assert_eq!(outcome.status, Status::NoInterest);
     Ok(())
 }
@@ -103,7 +113,8 @@ async fn the_deadline_names_the_missing_worker() -> anyhow::Result<()> {
 
 /// Dispatches `misbehave.<what>` and returns the worker's error.
 async fn error_of(host: &anocast::Host, what: &str) -> anyhow::Result<String> {
-    let outcome = host.dispatcher().dispatch(topic(&format!("misbehave.{what}")), Vec::new(), &options(500, 20_000)).await?;
+    let outcome =
+        host.dispatcher().dispatch(topic(&format!("misbehave.{what}")), Vec::new(), &options(500, 20_000)).await?;
     assert_eq!(outcome.status, Status::Complete, "{what}: {}", outcome.to_json());
     let [partial] = &outcome.partials[..] else { bail!("{what}: expected one partial: {}", outcome.to_json()) };
     match &partial.result {
@@ -213,7 +224,8 @@ async fn a_thousand_concurrent_dispatches_all_complete() -> anyhow::Result<()> {
         let dispatcher = dispatcher.clone();
         tasks.push(tokio::spawn(async move {
             let text = format!("word {}", "good ".repeat(i as usize % 7));
-            let outcome = dispatcher.dispatch(topic("text.analyze"), text.clone().into_bytes(), &options(5000, 60_000)).await?;
+            let outcome =
+                dispatcher.dispatch(topic("text.analyze"), text.clone().into_bytes(), &options(5000, 60_000)).await?;
             anyhow::Ok((i, text, outcome))
         }));
     }

@@ -98,7 +98,8 @@ fn ensure_wasm_target() -> anyhow::Result<()> {
 /// Installs Debian packages for the programs that are missing (root or sudo
 /// needed). `redis-server` and `nats-server` serve the distributed-mode tests.
 fn ensure_packages(programs: &[(&str, &str)]) -> anyhow::Result<()> {
-    let missing: Vec<&str> = programs.iter().filter(|(program, _)| !have(program)).map(|(_, package)| *package).collect();
+    let missing: Vec<&str> =
+        programs.iter().filter(|(program, _)| !have(program)).map(|(_, package)| *package).collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -144,7 +145,15 @@ fn plugins() -> anyhow::Result<PathBuf> {
     let target_dir = root.join("target").join("guests");
     run(
         cargo()
-            .args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path", "plugins/Cargo.toml", "--target-dir"])
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "wasm32-wasip2",
+                "--manifest-path",
+                "plugins/Cargo.toml",
+                "--target-dir",
+            ])
             .arg(&target_dir),
         "building the plugins",
     )?;
@@ -178,9 +187,21 @@ fn demo() -> anyhow::Result<()> {
     let plugins = plugins()?;
     let anocast = anocast_binary()?;
     let samples: &[(&str, &str, &str)] = &[
-        ("fan-out: two plugins analyse one text", "text.analyze", "What a great day: the new release is fast and I love it"),
-        ("payload-dependent interest: a small order (fraud-check stays out)", "orders.created", r#"{"amount": 120, "country": "NL", "items": [{"sku": "book", "qty": 2}]}"#),
-        ("payload-dependent interest: a large order (fraud-check joins)", "orders.created", r#"{"amount": 4200, "items": [{"sku": "laptop"}]}"#),
+        (
+            "fan-out: two plugins analyse one text",
+            "text.analyze",
+            "What a great day: the new release is fast and I love it",
+        ),
+        (
+            "payload-dependent interest: a small order (fraud-check stays out)",
+            "orders.created",
+            r#"{"amount": 120, "country": "NL", "items": [{"sku": "book", "qty": 2}]}"#,
+        ),
+        (
+            "payload-dependent interest: a large order (fraud-check joins)",
+            "orders.created",
+            r#"{"amount": 4200, "items": [{"sku": "laptop"}]}"#,
+        ),
         ("a failing worker: an order with no items", "orders.created", r#"{"amount": 10, "items": []}"#),
         ("nobody is interested: answered as soon as every plugin declined", "weather.today", "sunny?"),
     ];
@@ -217,7 +238,10 @@ fn test() -> anyhow::Result<()> {
     step("cargo fmt --check");
     run(cargo().args(["fmt", "--all", "--check"]), "cargo fmt (workspace)")?;
     for manifest in guest_workspaces {
-        run(cargo().args(["fmt", "--all", "--check", "--manifest-path", manifest]), &format!("cargo fmt ({manifest})"))?;
+        run(
+            cargo().args(["fmt", "--all", "--check", "--manifest-path", manifest]),
+            &format!("cargo fmt ({manifest})"),
+        )?;
     }
 
     step("cargo clippy -D warnings");
@@ -226,7 +250,16 @@ fn test() -> anyhow::Result<()> {
     for manifest in guest_workspaces {
         run(
             cargo()
-                .args(["clippy", "--release", "--all-targets", "--target", "wasm32-wasip2", "--manifest-path", manifest, "--target-dir"])
+                .args([
+                    "clippy",
+                    "--release",
+                    "--all-targets",
+                    "--target",
+                    "wasm32-wasip2",
+                    "--manifest-path",
+                    manifest,
+                    "--target-dir",
+                ])
                 .arg(&guest_target)
                 .args(["--", "-D", "warnings"]),
             &format!("cargo clippy ({manifest})"),
@@ -246,7 +279,16 @@ fn bench(args: &[String]) -> anyhow::Result<()> {
     let guest_target = root().join("target").join("guests");
     run(
         cargo()
-            .args(["build", "--release", "--target", "wasm32-wasip2", "--examples", "--manifest-path", "tests/guests/Cargo.toml", "--target-dir"])
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "wasm32-wasip2",
+                "--examples",
+                "--manifest-path",
+                "tests/guests/Cargo.toml",
+                "--target-dir",
+            ])
             .arg(&guest_target),
         "building the test guests",
     )?;

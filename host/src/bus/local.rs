@@ -85,7 +85,13 @@ impl Bus for LocalBus {
             .strip_prefix(INBOX_PREFIX)
             .and_then(|id| id.parse::<u64>().ok())
             .ok_or_else(|| BusError(format!("{reply_to:?} is not an inbox of this bus")))?;
-        let tx = self.inner.inboxes.lock().get(&id).cloned().ok_or_else(|| BusError(format!("inbox {reply_to} is closed")))?;
+        let tx = self
+            .inner
+            .inboxes
+            .lock()
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| BusError(format!("inbox {reply_to} is closed")))?;
         let sink: Arc<dyn ReplySink> = Arc::new(LocalSink(tx));
         let subs = self.inner.subs.read();
         let topic = task.topic.as_str();

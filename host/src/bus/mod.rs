@@ -85,6 +85,10 @@ pub trait Bus: Send + Sync + 'static {
 
     /// Subscribes `receiver` to `patterns` in queue group `group`: each task
     /// reaches one member of each group.
-    async fn subscribe(&self, group: &str, patterns: &[Pattern], receiver: Arc<dyn TaskReceiver>)
-    -> Result<Subscription, BusError>;
+    async fn subscribe(
+        &self,
+        group: &str,
+        patterns: &[Pattern],
+        receiver: Arc<dyn TaskReceiver>,
+    ) -> Result<Subscription, BusError>;
 }

@@ -61,7 +61,10 @@ impl Client {
             } else {
                 e.to_string()
             };
-            anyhow::anyhow!("cannot reach the anocast node at {} ({reason}); is `anocast serve` running there?", self.base)
+            anyhow::anyhow!(
+                "cannot reach the anocast node at {} ({reason}); is `anocast serve` running there?",
+                self.base
+            )
         })?;
         let status = response.status();
         let body = response.bytes().await.context("the node's answer was cut short")?;

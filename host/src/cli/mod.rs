@@ -160,7 +160,8 @@ impl LimitArgs {
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    let duration = humantime::parse_duration(text).map_err(|e| format!("{e}; expected a duration such as 500ms, 2s or 1m"))?;
+    let duration =
+        humantime::parse_duration(text).map_err(|e| format!("{e}; expected a duration such as 500ms, 2s or 1m"))?;
     if duration.is_zero() {
         return Err("must be more than zero".into());
     }

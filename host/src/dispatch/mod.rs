@@ -87,7 +87,12 @@ impl Dispatcher {
 
     /// Dispatches `payload` on `topic` and waits for the outcome.
     #[tracing::instrument(level = "debug", skip(self, payload, options), fields(request_id))]
-    pub async fn dispatch(&self, topic: Topic, payload: Vec<u8>, options: &DispatchOptions) -> Result<Outcome, DispatchError> {
+    pub async fn dispatch(
+        &self,
+        topic: Topic,
+        payload: Vec<u8>,
+        options: &DispatchOptions,
+    ) -> Result<Outcome, DispatchError> {
         if options.timeout.is_zero() || options.timeout > MAX_TIMEOUT {
             return Err(DispatchError::InvalidOptions(format!(
                 "timeout must be between 1 ms and {}",
@@ -142,7 +147,8 @@ impl Dispatcher {
             (false, _) => Status::TimedOut,
         };
         let missing = if status == Status::TimedOut {
-            let mut missing = if gather.open { self.ledger.close(&key).await? } else { gather.waiting.into_iter().collect() };
+            let mut missing =
+                if gather.open { self.ledger.close(&key).await? } else { gather.waiting.into_iter().collect() };
             missing.sort();
             missing
         } else {

@@ -49,8 +49,12 @@ pub fn router(host: Arc<Host>) -> Router {
         .route("/v1/dispatch/{topic}", post(dispatch))
         .route("/v1/plugins", get(plugins))
         .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
-        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such route; see GET /v1/plugins, POST /v1/dispatch/{topic}".into()) })
-        .method_not_allowed_fallback(|| async { ApiError(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route".into()) })
+        .fallback(|| async {
+            ApiError(StatusCode::NOT_FOUND, "no such route; see GET /v1/plugins, POST /v1/dispatch/{topic}".into())
+        })
+        .method_not_allowed_fallback(|| async {
+            ApiError(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route".into())
+        })
         .layer(DefaultBodyLimit::max(MAX_PAYLOAD))
         .with_state(host)
 }
@@ -90,7 +94,8 @@ async fn dispatch(
         options.grace = Duration::from_millis(ms);
     }
     if let Some(content_type) = headers.get(header::CONTENT_TYPE) {
-        options.content_type = content_type.to_str().map_err(|_| bad_request("the Content-Type header is not ASCII"))?.to_owned();
+        options.content_type =
+            content_type.to_str().map_err(|_| bad_request("the Content-Type header is not ASCII"))?.to_owned();
     }
     let outcome = host.dispatcher().dispatch(topic, body.to_vec(), &options).await.map_err(|e| match e {
         DispatchError::InvalidOptions(message) => bad_request(message),

@@ -43,7 +43,11 @@ impl Node {
     ) -> Result<Self, BusError> {
         let mut subscriptions = Vec::with_capacity(plugins.len());
         for plugin in plugins {
-            let worker = WorkerId { node: id.to_owned(), plugin: plugin.info.name.clone(), version: plugin.info.version.clone() };
+            let worker = WorkerId {
+                node: id.to_owned(),
+                plugin: plugin.info.name.clone(),
+                version: plugin.info.version.clone(),
+            };
             let receiver = Arc::new(Subscriber(Arc::new(PluginReceiver {
                 label: Arc::from(worker.to_string()),
                 worker,

@@ -87,7 +87,8 @@ impl PluginSet {
             match result {
                 Ok(plugin) => {
                     if let Some(first) = set.get(&plugin.info.name) {
-                        let error = format!("plugin name {:?} is already taken by {}", plugin.info.name, first.file.display());
+                        let error =
+                            format!("plugin name {:?} is already taken by {}", plugin.info.name, first.file.display());
                         tracing::error!(file = %file.display(), error, "plugin not loaded");
                         set.failed.push(PluginFailure { file, error });
                         continue;

@@ -142,8 +142,12 @@ impl PluginInfo {
         if info.topics.is_empty() {
             return bad("it subscribes to no topic pattern".into());
         }
-        let topics =
-            info.topics.iter().map(|t| Pattern::parse(t)).collect::<Result<Vec<_>, _>>().map_err(|e| LoadError::InvalidInfo(e.to_string()))?;
+        let topics = info
+            .topics
+            .iter()
+            .map(|t| Pattern::parse(t))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| LoadError::InvalidInfo(e.to_string()))?;
         Ok(PluginInfo { name: info.name, version: info.version, topics })
     }
 
@@ -198,7 +202,8 @@ impl Runtime {
         let engine = Engine::new(&cfg).map_err(anyhow::Error::from)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
-        bindings::Worker::add_to_linker::<TaskState, HasSelf<TaskState>>(&mut linker, |s| s).map_err(anyhow::Error::from)?;
+        bindings::Worker::add_to_linker::<TaskState, HasSelf<TaskState>>(&mut linker, |s| s)
+            .map_err(anyhow::Error::from)?;
         let ticker = EpochTicker::start(&engine, config.epoch_tick);
         let slots = Arc::new(Semaphore::new(n as usize));
         Ok(Runtime { inner: Arc::new(RuntimeInner { engine, linker, config, slots, _ticker: ticker }) })
@@ -236,7 +241,8 @@ impl Runtime {
         };
         let label: Arc<str> = Arc::from("loading");
         let deadline = Instant::now() + self.inner.config.call_timeout.min(Duration::from_secs(5));
-        let mut instance = plugin.instantiate(label, Arc::from("describe"), deadline).await.map_err(LoadError::Describe)?;
+        let mut instance =
+            plugin.instantiate(label, Arc::from("describe"), deadline).await.map_err(LoadError::Describe)?;
         let info = instance.describe().await.map_err(LoadError::Describe)?;
         plugin.info = PluginInfo::validate(info)?;
         Ok(plugin)
@@ -311,7 +317,12 @@ impl std::fmt::Debug for Plugin {
 impl Plugin {
     /// Makes a fresh instance (its own store) for one task. `deadline` bounds
     /// every call on it, together with the runtime's call timeout.
-    pub async fn instantiate(&self, worker: Arc<str>, request_id: Arc<str>, deadline: Instant) -> Result<Instance, CallError> {
+    pub async fn instantiate(
+        &self,
+        worker: Arc<str>,
+        request_id: Arc<str>,
+        deadline: Instant,
+    ) -> Result<Instance, CallError> {
         let rt = &self.runtime.inner;
         // The limit reported in errors: the call timeout, or what was left of
         // the dispatch's deadline (to the millisecond) when that is sooner.
@@ -341,14 +352,8 @@ impl Plugin {
             .build();
         let mut table = ResourceTable::new();
         table.set_max_capacity(MAX_GUEST_RESOURCES);
-        let state = TaskState {
-            wasi,
-            table,
-            limiter: Limiter::new(rt.config.memory_limit),
-            worker,
-            request_id,
-            stderr_tail,
-        };
+        let state =
+            TaskState { wasi, table, limiter: Limiter::new(rt.config.memory_limit), worker, request_id, stderr_tail };
         let mut store = Store::new(&rt.engine, state);
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(1);
@@ -387,7 +392,8 @@ impl Instance {
     /// Calls `interested(task)`.
     pub async fn interested(&mut self, task: &WitTask) -> Result<bool, CallError> {
         let Some(exports) = &self.worker else { return Err(not_initialised()) };
-        let result = tokio::time::timeout_at(self.deadline.into(), exports.call_interested(&mut self.store, task)).await;
+        let result =
+            tokio::time::timeout_at(self.deadline.into(), exports.call_interested(&mut self.store, task)).await;
         self.settle(result)
     }
 
@@ -484,7 +490,13 @@ mod tests {
             topics: topics.iter().map(|t| (*t).into()).collect(),
         };
         assert!(PluginInfo::validate(info("ok-name_2", "1.0.0", &["a.*"])).is_ok());
-        for bad in [info("", "1", &["a"]), info("Upper", "1", &["a"]), info("n", "", &["a"]), info("n", "1", &[]), info("n", "1", &["a..b"])] {
+        for bad in [
+            info("", "1", &["a"]),
+            info("Upper", "1", &["a"]),
+            info("n", "", &["a"]),
+            info("n", "1", &[]),
+            info("n", "1", &["a..b"]),
+        ] {
             assert!(matches!(PluginInfo::validate(bad), Err(LoadError::InvalidInfo(_))));
         }
     }

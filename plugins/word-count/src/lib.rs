@@ -24,7 +24,11 @@ impl Worker for WordCount {
 
     fn handle(task: Task) -> Result<Vec<u8>, String> {
         let text = task.text();
-        json(&Counts { words: text.split_whitespace().count(), lines: text.lines().count(), chars: text.chars().count() })
+        json(&Counts {
+            words: text.split_whitespace().count(),
+            lines: text.lines().count(),
+            chars: text.chars().count(),
+        })
     }
 }
 
