@@ -42,8 +42,9 @@ fn folder(names: &[&str]) -> anyhow::Result<tempfile::TempDir> {
     let dir = tempfile::tempdir()?;
     for name in names {
         let from = guests_dir().join(format!("{name}.wasm"));
-        std::fs::copy(&from, dir.path().join(format!("{name}.wasm")))
-            .map_err(|e| anyhow::anyhow!("{}: {e} (run `cargo xtask bench`, which builds the guests)", from.display()))?;
+        std::fs::copy(&from, dir.path().join(format!("{name}.wasm"))).map_err(|e| {
+            anyhow::anyhow!("{}: {e} (run `cargo xtask bench`, which builds the guests)", from.display())
+        })?;
     }
     Ok(dir)
 }
@@ -162,7 +163,10 @@ async fn bench(settings: Settings) -> anyhow::Result<()> {
 
     println!("anocast embedded dispatch benchmark ({} logical CPUs)", std::thread::available_parallelism()?.get());
     println!("floor = fresh instance + interested + handle of the same component(s), called directly, same run\n");
-    println!("latency, one at a time ({} samples)     {:>10} {:>10} {:>12}", settings.latency_samples, "p50", "p99", "p50/floor");
+    println!(
+        "latency, one at a time ({} samples)     {:>10} {:>10} {:>12}",
+        settings.latency_samples, "p50", "p99", "p50/floor"
+    );
 
     let task_one = wit_task("bench.one", &payload);
     let floor1 = measure(settings.latency_samples, || direct(&echo, &task_one)).await?;
@@ -194,11 +198,7 @@ async fn bench(settings: Settings) -> anyhow::Result<()> {
     .await?;
     row("dispatch, 4 interested", &d4, Some(&floor4));
 
-    println!(
-        "\nthroughput ({} in flight, {:.1} s)",
-        settings.in_flight,
-        settings.throughput_for.as_secs_f64()
-    );
+    println!("\nthroughput ({} in flight, {:.1} s)", settings.in_flight, settings.throughput_for.as_secs_f64());
     let t_floor1 = {
         let (echo, task) = (echo.clone(), task_one.clone());
         throughput(&settings, move || {
@@ -235,7 +235,13 @@ async fn bench(settings: Settings) -> anyhow::Result<()> {
     };
     println!("  {:<34} {:>10.0} /s", "floor, direct calls, 1 plugin", t_floor1);
     println!("  {:<34} {:>10.0} /s   {:.2} of floor", "dispatch, 1 interested", t1, t1 / t_floor1);
-    println!("  {:<34} {:>10.0} /s   {:.2} of floor (per worker call: {:.0} /s)", "dispatch, 4 interested", t4, 4.0 * t4 / t_floor1, 4.0 * t4);
+    println!(
+        "  {:<34} {:>10.0} /s   {:.2} of floor (per worker call: {:.0} /s)",
+        "dispatch, 4 interested",
+        t4,
+        4.0 * t4 / t_floor1,
+        4.0 * t4
+    );
 
     let ratio = d1.p50.as_secs_f64() / floor1.p50.as_secs_f64();
     println!("\ntargets: p50 <= 1.5x floor (1 interested): {:.2}x {}", ratio, verdict(ratio <= 1.5));

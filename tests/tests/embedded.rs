@@ -249,3 +249,75 @@ async fn a_thousand_concurrent_dispatches_all_complete() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn a_fast_reply_never_closes_a_dispatch_a_slower_worker_is_about_to_join() -> anyhow::Result<()> {
+    // echo answers at once; misbehave takes 200 ms to decide it is interested.
+    let dir = PluginDir::with(&[guests::ECHO, guests::MISBEHAVE])?;
+    let host = start_host(&dir, RuntimeConfig::default()).await?;
+    for _ in 0..5 {
+        let outcome = host.dispatcher().dispatch(topic("race.go"), b"fast".to_vec(), &options(1000, 5000)).await?;
+        assert_eq!(outcome.status, Status::Complete);
+        let replies: Vec<_> = outcome.partials.iter().map(|p| p.result.clone()).collect();
+        assert_eq!(replies, [Ok(b"fast".to_vec()), Ok(b"slow".to_vec())], "{}", outcome.to_json());
+    }
+    // With a grace period shorter than its decision, the slow worker is
+    // refused atomically and does not run; the outcome does not wait for it.
+    let started = Instant::now();
+    let outcome = host.dispatcher().dispatch(topic("race.go"), b"fast".to_vec(), &options(50, 5000)).await?;
+    assert_eq!(outcome.status, Status::Complete);
+    assert_eq!(outcome.partials.len(), 1, "{}", outcome.to_json());
+    assert_eq!(outcome.partials[0].worker.plugin, "echo");
+    assert!(started.elapsed() < Duration::from_millis(190), "the outcome waited for a refused worker");
+    Ok(())
+}
+
+#[tokio::test]
+async fn plugins_see_no_environment_files_or_network() -> anyhow::Result<()> {
+    let dir = PluginDir::with(&[guests::MISBEHAVE])?;
+    let host = start_host(&dir, RuntimeConfig::default()).await?;
+    let outcome = host.dispatcher().dispatch(topic("misbehave.sandbox"), Vec::new(), &options(500, 5000)).await?;
+    let json = json_of(&outcome);
+    let seen = &json["partials"][0]["payload"];
+    assert_eq!(seen["env"], 0, "{seen}");
+    assert_eq!(seen["args"], 0, "{seen}");
+    assert!(seen["fs"].as_str().is_some_and(|s| s.starts_with("denied")), "{seen}");
+    assert!(seen["net"].as_str().is_some_and(|s| s.starts_with("denied")), "{seen}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn guest_output_goes_to_the_host_log() -> anyhow::Result<()> {
+    use std::sync::{Arc, Mutex};
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("capture lock").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let capture = Capture::default();
+    let writer = capture.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter("anocast::guest=info")
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let dir = PluginDir::with(&[guests::MISBEHAVE])?;
+    let host = start_host(&dir, RuntimeConfig::default()).await?;
+    let outcome = host.dispatcher().dispatch(topic("misbehave.log"), Vec::new(), &options(500, 5000)).await?;
+    assert_eq!(outcome.status, Status::Complete);
+    let log = String::from_utf8(capture.0.lock().expect("capture lock").clone())?;
+    for line in ["hello from the guest log", "hello from guest stdout", "hello from guest stderr"] {
+        let found = log.lines().find(|l| l.contains(line)).with_context(|| format!("{line:?} not logged: {log}"))?;
+        assert!(found.contains("test/misbehave@0.1.0"), "not tagged with the worker: {found}");
+    }
+    assert!(log.contains(&outcome.request_id), "guest log records carry the request id: {log}");
+    Ok(())
+}

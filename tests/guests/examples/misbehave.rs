@@ -8,8 +8,12 @@
 //! - `log`: writes to the host log, stdout and stderr;
 //! - `binary`: answers bytes that are not UTF-8.
 //!
+//! - `sandbox`: reports what it can see of the environment, the filesystem
+//!   and the network (it should see nothing).
+//!
 //! `misbehave.not-interested` is declined; `misbehave.interested-trap`
-//! panics in `interested`.
+//! panics in `interested`. On `race.>` it takes 200 ms to decide that it is
+//! interested, then answers "slow" (the fast `echo` answers the same topic).
 
 use std::hint::black_box;
 
@@ -26,10 +30,14 @@ fn recurse(depth: u64) -> u64 {
 
 impl Worker for Misbehave {
     fn describe() -> PluginInfo {
-        PluginInfo::new("misbehave", "0.1.0", &["misbehave.>"])
+        PluginInfo::new("misbehave", "0.1.0", &["misbehave.>", "race.>"])
     }
 
     fn interested(task: Task) -> bool {
+        if task.topic.starts_with("race.") {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            return true;
+        }
         match task.topic.as_str() {
             "misbehave.interested-trap" => panic!("cannot make up my mind"),
             "misbehave.not-interested" => false,
@@ -38,6 +46,9 @@ impl Worker for Misbehave {
     }
 
     fn handle(task: Task) -> Result<Vec<u8>, String> {
+        if task.topic.starts_with("race.") {
+            return Ok(b"slow".to_vec());
+        }
         match task.topic.rsplit('.').next().unwrap_or_default() {
             "ok" => Ok(b"fine".to_vec()),
             "fail" => Err("failed on purpose".into()),
@@ -68,6 +79,21 @@ impl Worker for Misbehave {
                 Ok(b"logged".to_vec())
             }
             "binary" => Ok(vec![0xff, 0xfe, 0x00]),
+            "sandbox" => {
+                let env = std::env::vars().count();
+                let args = std::env::args().count();
+                let fs = match std::fs::read_dir("/") {
+                    Ok(_) => "readable".to_string(),
+                    Err(e) => format!("denied: {e}"),
+                };
+                let cwd = std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default();
+                let net = match std::net::TcpStream::connect("127.0.0.1:80") {
+                    Ok(_) => "connected".to_string(),
+                    Err(e) => format!("denied: {e}"),
+                };
+                Ok(format!(r#"{{"env": {env}, "args": {args}, "fs": {fs:?}, "cwd": {cwd:?}, "net": {net:?}}}"#)
+                    .into_bytes())
+            }
             other => Err(format!("unknown misbehaviour {other:?}")),
         }
     }
