@@ -1,13 +1,13 @@
-//! The in-process bus of embedded mode: subscriptions in a list, inboxes as
-//! channels, delivery by direct call.
+//! The in-process bus of embedded mode: subscriptions in a list, delivery by
+//! direct call, replies through the inbox's channel. One receiving worker
+//! runs in the dispatcher's own task; the others are spawned.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
 use async_trait::async_trait;
-use parking_lot::{Mutex, RwLock};
-use rustc_hash::FxHashMap;
+use parking_lot::RwLock;
 use tokio::sync::mpsc;
 
 use super::{Bus, BusError, Inbox, Reply, ReplySink, Subscription, Task, TaskReceiver};
@@ -22,7 +22,6 @@ pub struct LocalBus {
 #[derive(Default)]
 struct Inner {
     subs: RwLock<Vec<Sub>>,
-    inboxes: Mutex<FxHashMap<u64, mpsc::UnboundedSender<Reply>>>,
     next_id: AtomicU64,
     round_robin: AtomicUsize,
 }
@@ -33,8 +32,6 @@ struct Sub {
     patterns: Vec<Pattern>,
     receiver: Arc<dyn TaskReceiver>,
 }
-
-const INBOX_PREFIX: &str = "_INBOX.local.";
 
 impl LocalBus {
     /// A bus with no subscribers.
@@ -52,19 +49,15 @@ impl ReplySink for LocalSink {
     }
 }
 
-/// Removes an inbox or a subscription from the bus when dropped.
-struct Unregister {
+/// Removes a subscription from the bus when dropped.
+struct Unsubscribe {
     bus: Weak<Inner>,
     id: u64,
-    inbox: bool,
 }
 
-impl Drop for Unregister {
+impl Drop for Unsubscribe {
     fn drop(&mut self) {
-        let Some(bus) = self.bus.upgrade() else { return };
-        if self.inbox {
-            bus.inboxes.lock().remove(&self.id);
-        } else {
+        if let Some(bus) = self.bus.upgrade() {
             bus.subs.write().retain(|s| s.id != self.id);
         }
     }
@@ -74,40 +67,37 @@ impl Drop for Unregister {
 impl Bus for LocalBus {
     async fn open_inbox(&self) -> Result<Inbox, BusError> {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::unbounded_channel();
-        self.inner.inboxes.lock().insert(id, tx);
-        let registration = Unregister { bus: Arc::downgrade(&self.inner), id, inbox: true };
-        Ok(Inbox::new(format!("{INBOX_PREFIX}{id}"), rx, Box::new(registration)))
+        Ok(Inbox::new(format!("_INBOX.local.{id}"), Box::new(())))
     }
 
-    async fn broadcast(&self, task: Arc<Task>, reply_to: &str) -> Result<Option<usize>, BusError> {
-        let id = reply_to
-            .strip_prefix(INBOX_PREFIX)
-            .and_then(|id| id.parse::<u64>().ok())
-            .ok_or_else(|| BusError(format!("{reply_to:?} is not an inbox of this bus")))?;
-        let tx = self
-            .inner
-            .inboxes
-            .lock()
-            .get(&id)
-            .cloned()
-            .ok_or_else(|| BusError(format!("inbox {reply_to} is closed")))?;
-        let sink: Arc<dyn ReplySink> = Arc::new(LocalSink(tx));
-        let subs = self.inner.subs.read();
-        let topic = task.topic.as_str();
-        let matching: Vec<&Sub> = subs.iter().filter(|s| s.patterns.iter().any(|p| p.matches(topic))).collect();
-        // One member of each queue group gets the task, in turn.
-        let turn = self.inner.round_robin.fetch_add(1, Ordering::Relaxed);
-        let mut seen = HashSet::new();
-        let mut delivered = 0;
-        for sub in &matching {
-            if !seen.insert(sub.group.as_str()) {
-                continue;
+    async fn broadcast(&self, task: Arc<Task>, inbox: &mut Inbox) -> Result<Option<usize>, BusError> {
+        let sink: Arc<dyn ReplySink> = Arc::new(LocalSink(inbox.sender()));
+        let mut works = Vec::new();
+        {
+            let subs = self.inner.subs.read();
+            let topic = task.topic.as_str();
+            let matching: Vec<&Sub> = subs.iter().filter(|s| s.patterns.iter().any(|p| p.matches(topic))).collect();
+            // One member of each queue group gets the task, in turn.
+            let turn = self.inner.round_robin.fetch_add(1, Ordering::Relaxed);
+            let mut seen = HashSet::new();
+            for sub in &matching {
+                if !seen.insert(sub.group.as_str()) {
+                    continue;
+                }
+                let members: Vec<&&Sub> = matching.iter().filter(|s| s.group == sub.group).collect();
+                let chosen = members[turn % members.len()];
+                works.push(chosen.receiver.receive(task.clone(), sink.clone()));
             }
-            let members: Vec<&&Sub> = matching.iter().filter(|s| s.group == sub.group).collect();
-            let chosen = members[turn % members.len()];
-            chosen.receiver.receive(task.clone(), sink.clone());
-            delivered += 1;
+        }
+        let delivered = works.len();
+        // The first worker runs in the dispatcher's task; the others are
+        // spawned, so that other cores can take them.
+        let mut works = works.into_iter();
+        if let Some(first) = works.next() {
+            inbox.run_here(first);
+        }
+        for work in works {
+            tokio::spawn(work);
         }
         Ok(Some(delivered))
     }
@@ -120,6 +110,6 @@ impl Bus for LocalBus {
     ) -> Result<Subscription, BusError> {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         self.inner.subs.write().push(Sub { id, group: group.to_owned(), patterns: patterns.to_vec(), receiver });
-        Ok(Subscription::new(Box::new(Unregister { bus: Arc::downgrade(&self.inner), id, inbox: false })))
+        Ok(Subscription::new(Box::new(Unsubscribe { bus: Arc::downgrade(&self.inner), id })))
     }
 }

@@ -116,7 +116,7 @@ impl Dispatcher {
         self.ledger.open(&key, options.timeout + LIST_TTL_MARGIN).await?;
         let mut finish = FinishList { ledger: self.ledger.clone(), key: Some(key.clone()) };
         let mut inbox = self.bus.open_inbox().await?;
-        let receivers = self.bus.broadcast(task.clone(), &inbox.subject).await?;
+        let receivers = self.bus.broadcast(task.clone(), &mut inbox).await?;
 
         let mut gather = Gather::default();
         if receivers == Some(0) {

@@ -19,7 +19,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::bus::{Bus, BusError, Interest, Partial, Reply, ReplySink, Subscription, Task, TaskReceiver, WorkerId};
+use crate::bus::{
+    Bus, BusError, Interest, Partial, Reply, ReplySink, Subscription, Task, TaskReceiver, Work, WorkerId,
+};
 use crate::ledger::Ledger;
 use crate::runtime::{CallError, Plugin, WitTask};
 
@@ -77,8 +79,8 @@ struct PluginReceiver {
 struct Subscriber(Arc<PluginReceiver>);
 
 impl TaskReceiver for Subscriber {
-    fn receive(&self, task: Arc<Task>, replies: Arc<dyn ReplySink>) {
-        tokio::spawn(self.0.clone().serve(task, replies));
+    fn receive(&self, task: Arc<Task>, replies: Arc<dyn ReplySink>) -> Work {
+        Box::pin(self.0.clone().serve(task, replies))
     }
 }
 
