@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anocast::runtime::{Plugin, WitTask};
-use anocast::{DispatchOptions, Host, HostConfig, RuntimeConfig, Status, Topic};
+use anocast::{DispatchOptions, Dispatcher, Host, HostConfig, RuntimeConfig, Status, Topic};
 
 struct Settings {
     latency_samples: usize,
@@ -143,6 +143,27 @@ where
     Ok(count as f64 / elapsed.as_secs_f64())
 }
 
+/// Dispatch throughput, checking that each outcome has `partials` partials.
+async fn dispatch_throughput(
+    settings: &Settings,
+    dispatcher: &Dispatcher,
+    topic: &Topic,
+    payload: &[u8],
+    options: &DispatchOptions,
+    partials: usize,
+) -> anyhow::Result<f64> {
+    let (d, topic, payload, options) = (dispatcher.clone(), topic.clone(), payload.to_vec(), options.clone());
+    throughput(settings, move || {
+        let (d, topic, payload, options) = (d.clone(), topic.clone(), payload.clone(), options.clone());
+        async move {
+            let outcome = d.dispatch(topic, payload, &options).await?;
+            anyhow::ensure!(outcome.partials.len() == partials, "bad outcome");
+            Ok(())
+        }
+    })
+    .await
+}
+
 fn us(d: Duration) -> String {
     format!("{:.1} µs", d.as_secs_f64() * 1e6)
 }
@@ -207,32 +228,8 @@ async fn bench(settings: Settings) -> anyhow::Result<()> {
         })
         .await?
     };
-    let dispatcher1 = one.dispatcher().clone();
-    let t1 = {
-        let (topic, payload, options) = (topic_one.clone(), payload.clone(), options.clone());
-        throughput(&settings, move || {
-            let (d, topic, payload, options) = (dispatcher1.clone(), topic.clone(), payload.clone(), options.clone());
-            async move {
-                let outcome = d.dispatch(topic, payload, &options).await?;
-                anyhow::ensure!(outcome.partials.len() == 1, "bad outcome");
-                Ok(())
-            }
-        })
-        .await?
-    };
-    let dispatcher4 = four.dispatcher().clone();
-    let t4 = {
-        let (topic, payload, options) = (topic_four.clone(), payload.clone(), options.clone());
-        throughput(&settings, move || {
-            let (d, topic, payload, options) = (dispatcher4.clone(), topic.clone(), payload.clone(), options.clone());
-            async move {
-                let outcome = d.dispatch(topic, payload, &options).await?;
-                anyhow::ensure!(outcome.partials.len() == 4, "bad outcome");
-                Ok(())
-            }
-        })
-        .await?
-    };
+    let t1 = dispatch_throughput(&settings, one.dispatcher(), &topic_one, &payload, &options, 1).await?;
+    let t4 = dispatch_throughput(&settings, four.dispatcher(), &topic_four, &payload, &options, 4).await?;
     println!("  {:<34} {:>10.0} /s", "floor, direct calls, 1 plugin", t_floor1);
     println!("  {:<34} {:>10.0} /s   {:.2} of floor", "dispatch, 1 interested", t1, t1 / t_floor1);
     println!(

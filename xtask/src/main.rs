@@ -136,27 +136,34 @@ fn rust_plugins() -> anyhow::Result<Vec<String>> {
     Ok(names)
 }
 
+/// Where guests are compiled: shared by the plugins, the test guests, the
+/// tests' build script and clippy, so each is compiled once.
+fn guest_target_dir() -> PathBuf {
+    root().join("target").join("guests")
+}
+
+/// Runs `cargo SUBCOMMAND --release --target wasm32-wasip2` on a guest
+/// workspace, with `extra` cargo arguments and `tool` arguments after `--`.
+fn cargo_wasm(subcommand: &[&str], manifest: &str, extra: &[&str], tool: &[&str]) -> anyhow::Result<()> {
+    let mut cmd = cargo();
+    cmd.args(subcommand)
+        .args(["--release", "--target", "wasm32-wasip2", "--manifest-path", manifest, "--target-dir"])
+        .arg(guest_target_dir())
+        .args(extra);
+    if !tool.is_empty() {
+        cmd.arg("--").args(tool);
+    }
+    run(&mut cmd, &format!("cargo {} ({manifest})", subcommand.join(" ")))
+}
+
 /// Builds the plugins into `target/plugins`; returns that folder.
 fn plugins() -> anyhow::Result<PathBuf> {
     ensure_wasm_target()?;
     let root = root();
     let names = rust_plugins()?;
     step(&format!("building {} plugin(s) for wasm32-wasip2", names.len()));
-    let target_dir = root.join("target").join("guests");
-    run(
-        cargo()
-            .args([
-                "build",
-                "--release",
-                "--target",
-                "wasm32-wasip2",
-                "--manifest-path",
-                "plugins/Cargo.toml",
-                "--target-dir",
-            ])
-            .arg(&target_dir),
-        "building the plugins",
-    )?;
+    let target_dir = guest_target_dir();
+    cargo_wasm(&["build"], "plugins/Cargo.toml", &[], &[])?;
     let out = root.join("target").join("plugins");
     std::fs::create_dir_all(&out)?;
     for (i, name) in names.iter().enumerate() {
@@ -246,24 +253,8 @@ fn test() -> anyhow::Result<()> {
 
     step("cargo clippy -D warnings");
     run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]), "cargo clippy (workspace)")?;
-    let guest_target = root().join("target").join("guests");
     for manifest in guest_workspaces {
-        run(
-            cargo()
-                .args([
-                    "clippy",
-                    "--release",
-                    "--all-targets",
-                    "--target",
-                    "wasm32-wasip2",
-                    "--manifest-path",
-                    manifest,
-                    "--target-dir",
-                ])
-                .arg(&guest_target)
-                .args(["--", "-D", "warnings"]),
-            &format!("cargo clippy ({manifest})"),
-        )?;
+        cargo_wasm(&["clippy"], manifest, &["--all-targets"], &["-D", "warnings"])?;
     }
 
     step("cargo test --workspace");
@@ -276,22 +267,8 @@ fn bench(args: &[String]) -> anyhow::Result<()> {
     plugins()?;
     ensure_wasm_target()?;
     step("building the benchmark guests");
-    let guest_target = root().join("target").join("guests");
-    run(
-        cargo()
-            .args([
-                "build",
-                "--release",
-                "--target",
-                "wasm32-wasip2",
-                "--examples",
-                "--manifest-path",
-                "tests/guests/Cargo.toml",
-                "--target-dir",
-            ])
-            .arg(&guest_target),
-        "building the test guests",
-    )?;
+    cargo_wasm(&["build"], "tests/guests/Cargo.toml", &["--examples"], &[])?;
+    let guest_target = guest_target_dir();
     step("cargo bench (release build; the first one takes several minutes)");
     run(
         cargo()
