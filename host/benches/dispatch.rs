@@ -52,9 +52,10 @@ fn folder(names: &[&str]) -> anyhow::Result<tempfile::TempDir> {
 async fn start(names: &[&str]) -> anyhow::Result<(Host, tempfile::TempDir)> {
     let dir = folder(names)?;
     let host = Host::start(HostConfig {
-        plugins: dir.path().to_owned(),
+        plugins: Some(dir.path().to_owned()),
         node_id: "bench".into(),
         runtime: RuntimeConfig::default(),
+        mesh: None,
     })
     .await?;
     anyhow::ensure!(host.plugins().failed.is_empty(), "guests failed to load: {:?}", host.plugins().failed);

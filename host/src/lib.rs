@@ -29,7 +29,7 @@
 //! # async fn demo() -> anyhow::Result<()> {
 //! use anocast::{Host, HostConfig, Topic, DispatchOptions};
 //!
-//! let host = Host::start(HostConfig { plugins: "target/plugins".into(), ..Default::default() }).await?;
+//! let host = Host::start(HostConfig { plugins: Some("target/plugins".into()), ..Default::default() }).await?;
 //! let outcome = host
 //!     .dispatcher()
 //!     .dispatch(Topic::parse("text.analyze")?, b"what a great day".to_vec(), &DispatchOptions::default())
@@ -56,20 +56,52 @@ pub use plugins::PluginSet;
 pub use runtime::{Runtime, RuntimeConfig};
 pub use topic::{Pattern, Topic};
 
-/// What an embedded host needs to start.
+/// What a host needs to start.
 #[derive(Debug, Clone)]
 pub struct HostConfig {
-    /// The plugins folder.
-    pub plugins: PathBuf,
+    /// The plugins folder; `None` for a plugin-less dispatcher (a client).
+    pub plugins: Option<PathBuf>,
     /// This node's id (default: the host name).
     pub node_id: String,
     /// Runtime limits.
     pub runtime: RuntimeConfig,
+    /// Distributed mode: the NATS and Redis to join. `None`: embedded mode.
+    pub mesh: Option<MeshConfig>,
 }
 
 impl Default for HostConfig {
     fn default() -> Self {
-        HostConfig { plugins: PathBuf::from("plugins"), node_id: default_node_id(), runtime: RuntimeConfig::default() }
+        HostConfig {
+            plugins: Some(PathBuf::from("plugins")),
+            node_id: default_node_id(),
+            runtime: RuntimeConfig::default(),
+            mesh: None,
+        }
+    }
+}
+
+/// Where the mesh of distributed mode lives.
+#[derive(Debug, Clone)]
+pub struct MeshConfig {
+    /// NATS URL, e.g. `nats://127.0.0.1:4222`.
+    pub nats: String,
+    /// Redis URL, e.g. `redis://127.0.0.1:6379`.
+    pub redis: String,
+    /// How fast dead nodes are noticed.
+    pub liveness: ledger::Liveness,
+    /// How long to wait for NATS and Redis at start (and for each Redis call).
+    pub connect_timeout: std::time::Duration,
+}
+
+impl MeshConfig {
+    /// A mesh on these servers with default timings.
+    pub fn new(nats: &str, redis: &str) -> Self {
+        MeshConfig {
+            nats: nats.to_owned(),
+            redis: redis.to_owned(),
+            liveness: ledger::Liveness::default(),
+            connect_timeout: std::time::Duration::from_secs(5),
+        }
     }
 }
 
@@ -78,28 +110,79 @@ pub fn default_node_id() -> String {
     std::fs::read_to_string("/etc/hostname")
         .ok()
         .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
+        .filter(|h| validate_node_id(h).is_ok())
         .unwrap_or_else(|| "local".to_owned())
 }
 
-/// An embedded host: the runtime, the plugins of one folder, an in-process
-/// bus and ledger, a node serving the plugins and a dispatcher.
+/// Checks a node id: 1-64 ASCII letters, digits, `.`, `-` or `_` (it is part
+/// of worker ids `node/plugin@version`).
+pub fn validate_node_id(id: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)),
+        "invalid node id {id:?}: use 1-64 ASCII letters, digits, '.', '-' or '_'"
+    );
+    Ok(())
+}
+
+/// A host: the runtime, the plugins of one folder, a node serving them, and
+/// a dispatcher, over an in-process bus and ledger (embedded mode) or over
+/// NATS and Redis (distributed mode).
 pub struct Host {
     node: node::Node,
     plugins: PluginSet,
     dispatcher: Dispatcher,
     runtime: Runtime,
+    registry: Option<Arc<ledger::RedisRegistry>>,
 }
 
 impl Host {
-    /// Loads the plugins folder and starts serving its plugins in-process.
+    /// Loads the plugins folder, joins the mesh if one is configured, and
+    /// starts serving the plugins.
     pub async fn start(config: HostConfig) -> anyhow::Result<Self> {
+        validate_node_id(&config.node_id)?;
         let runtime = Runtime::new(config.runtime.clone())?;
-        let plugins = PluginSet::load_dir(&runtime, &config.plugins).await?;
-        let bus: Arc<dyn bus::Bus> = Arc::new(bus::LocalBus::new());
-        let ledger: Arc<dyn ledger::Ledger> = Arc::new(ledger::MemoryLedger::new());
+        let plugins = match &config.plugins {
+            Some(dir) => PluginSet::load_dir(&runtime, dir).await?,
+            None => PluginSet::default(),
+        };
+        let (bus, ledger, registry): (Arc<dyn bus::Bus>, Arc<dyn ledger::Ledger>, _) = match &config.mesh {
+            None => (Arc::new(bus::LocalBus::new()), Arc::new(ledger::MemoryLedger::new()), None),
+            Some(mesh) => {
+                let bus = bus::NatsBus::connect(&mesh.nats, &config.node_id, mesh.connect_timeout).await?;
+                let conn = ledger::connect_redis(&mesh.redis, mesh.connect_timeout).await?;
+                let me = (!plugins.loaded.is_empty()).then(|| ledger::NodeInfo {
+                    id: config.node_id.clone(),
+                    plugins: plugins
+                        .loaded
+                        .iter()
+                        .map(|p| ledger::PluginEntry {
+                            name: p.plugin.info.name.clone(),
+                            version: p.plugin.info.version.clone(),
+                            topics: p.plugin.info.topics.iter().map(|t| t.as_str().to_owned()).collect(),
+                        })
+                        .collect(),
+                });
+                let registry = Arc::new(ledger::RedisRegistry::start(conn.clone(), me, mesh.liveness).await);
+                (Arc::new(bus), Arc::new(ledger::RedisLedger::new(conn)), Some(registry))
+            }
+        };
         let node = node::Node::start(&config.node_id, &plugins.plugins(), bus.clone(), ledger.clone()).await?;
-        Ok(Host { node, plugins, dispatcher: Dispatcher::new(bus, ledger), runtime })
+        let mut dispatcher = Dispatcher::new(bus, ledger);
+        if let Some(registry) = &registry {
+            dispatcher = dispatcher.with_registry(registry.clone());
+        }
+        Ok(Host { node, plugins, dispatcher, runtime, registry })
+    }
+
+    /// Leaves the mesh cleanly: other dispatchers stop expecting this node
+    /// at once instead of when its registration expires.
+    pub async fn shutdown(self) {
+        let Host { node, registry, .. } = self;
+        let id = node.id().to_owned();
+        drop(node);
+        if let Some(registry) = registry {
+            registry.leave(&id).await;
+        }
     }
 
     /// The dispatcher.
@@ -117,8 +200,25 @@ impl Host {
         self.node.id()
     }
 
+    /// What the plugin named `name` has done since start.
+    pub fn stats(&self, name: &str) -> Option<&node::WorkerStats> {
+        self.node.stats(name)
+    }
+
     /// The runtime.
     pub fn runtime(&self) -> &Runtime {
         &self.runtime
+    }
+
+    /// The live nodes of the mesh as this host last saw them (empty in
+    /// embedded mode).
+    pub fn mesh_nodes(&self) -> Vec<ledger::NodeInfo> {
+        use ledger::Registry;
+        self.registry.as_ref().map(|r| r.nodes()).unwrap_or_default()
+    }
+
+    /// Whether this host is part of a mesh (distributed mode).
+    pub fn is_distributed(&self) -> bool {
+        self.registry.is_some()
     }
 }

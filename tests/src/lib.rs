@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use anocast::{DispatchOptions, Host, HostConfig, RuntimeConfig};
 
+pub mod servers;
+
 /// Paths of the components built by `build.rs`.
 pub mod guests {
     include!(concat!(env!("OUT_DIR"), "/guests.rs"));
@@ -42,7 +44,7 @@ impl PluginDir {
 
 /// Starts an embedded host on `dir` with node id `test` and `runtime` limits.
 pub async fn start_host(dir: &PluginDir, runtime: RuntimeConfig) -> anyhow::Result<Host> {
-    Host::start(HostConfig { plugins: dir.path().to_owned(), node_id: "test".into(), runtime }).await
+    Host::start(HostConfig { plugins: Some(dir.path().to_owned()), node_id: "test".into(), runtime, mesh: None }).await
 }
 
 /// Dispatch options with the given grace and timeout, in milliseconds.
@@ -66,11 +68,11 @@ impl Drop for Child {
 
 /// Starts `anocast serve` (the binary at `exe`) on a free port with `dir`
 /// as plugins folder; returns the process and its base URL once it serves.
-pub fn spawn_serve(exe: &str, dir: &Path, extra: &[&str]) -> anyhow::Result<(Child, String)> {
+pub fn spawn_serve(exe: &str, dir: &Path, node_id: &str, extra: &[&str]) -> anyhow::Result<(Child, String)> {
     use std::io::BufRead;
     let mut child = Child(
         std::process::Command::new(exe)
-            .args(["serve", "--node-id", "cli", "--http", "127.0.0.1:0", "--plugins"])
+            .args(["serve", "--node-id", node_id, "--http", "127.0.0.1:0", "--plugins"])
             .arg(dir)
             .args(extra)
             .env("ANOCAST_LOG", "info")
@@ -90,4 +92,18 @@ pub fn spawn_serve(exe: &str, dir: &Path, extra: &[&str]) -> anyhow::Result<(Chi
         .recv_timeout(std::time::Duration::from_secs(60))
         .map_err(|_| anyhow::anyhow!("anocast serve did not start"))?;
     Ok((child, url))
+}
+
+/// A plugin-less dispatcher in this process, joined to a mesh, noticing dead
+/// nodes after one second.
+pub async fn mesh_client(nats: &str, redis: &str) -> anyhow::Result<Host> {
+    let mut mesh = anocast::MeshConfig::new(nats, redis);
+    mesh.liveness = anocast::ledger::Liveness::from_ttl(std::time::Duration::from_secs(1));
+    Host::start(HostConfig {
+        plugins: None,
+        node_id: "client".into(),
+        runtime: RuntimeConfig::default(),
+        mesh: Some(mesh),
+    })
+    .await
 }

@@ -126,7 +126,7 @@ fn plugins_check_explains_what_is_wrong() -> anyhow::Result<()> {
 fn dispatch_and_list_go_through_a_running_node() -> anyhow::Result<()> {
     let dir = PluginDir::with(&[guests::FRAUD_CHECK, guests::INVENTORY])?;
     dir.write("broken.wasm", b"garbage")?;
-    let (_node, url) = spawn_serve(EXE, dir.path(), &[])?;
+    let (_node, url) = spawn_serve(EXE, dir.path(), "cli", &[])?;
 
     let out = anocast(&["dispatch", "orders.created", r#"{"amount": 5000, "items": [{"sku": "x"}]}"#, "--url", &url]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));

@@ -42,8 +42,9 @@ impl LocalBus {
 
 struct LocalSink(mpsc::UnboundedSender<Reply>);
 
+#[async_trait]
 impl ReplySink for LocalSink {
-    fn send(&self, reply: Reply) {
+    async fn send(&self, reply: Reply) {
         // The dispatch may have ended; its replies are then of no use.
         let _ = self.0.send(reply);
     }

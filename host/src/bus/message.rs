@@ -49,6 +49,18 @@ pub struct WorkerId {
     pub version: String,
 }
 
+impl WorkerId {
+    /// Reads `node/plugin@version`.
+    pub fn parse(text: &str) -> Option<Self> {
+        let (node, rest) = text.split_once('/')?;
+        let (plugin, version) = rest.split_once('@')?;
+        if node.is_empty() || plugin.is_empty() || version.is_empty() {
+            return None;
+        }
+        Some(WorkerId { node: node.into(), plugin: plugin.into(), version: version.into() })
+    }
+}
+
 impl fmt::Display for WorkerId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}@{}", self.node, self.plugin, self.version)

@@ -7,10 +7,13 @@
 //! group named after the plugin and answers through the [`ReplySink`] it is
 //! handed with each task.
 //!
-//! [`LocalBus`] is the in-process implementation used in embedded mode.
+//! [`LocalBus`] is the in-process implementation used in embedded mode,
+//! [`NatsBus`] the one of distributed mode.
 
 mod local;
 mod message;
+mod nats;
+pub mod wire;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -23,6 +26,7 @@ use tokio::sync::mpsc;
 
 pub use local::LocalBus;
 pub use message::{Interest, Partial, Reply, Task, WorkerId};
+pub use nats::NatsBus;
 
 use crate::topic::Pattern;
 
@@ -57,6 +61,12 @@ impl Inbox {
         Inbox { subject, tx, rx, work: FuturesUnordered::new(), _registration: registration }
     }
 
+    /// Replaces what is dropped with the inbox (to unsubscribe).
+    pub fn with_registration(mut self, registration: Box<dyn Send + Sync>) -> Self {
+        self._registration = registration;
+        self
+    }
+
     /// A sender of replies into this inbox (for the bus's own delivery).
     pub fn sender(&self) -> mpsc::UnboundedSender<Reply> {
         self.tx.clone()
@@ -80,10 +90,11 @@ impl Inbox {
 }
 
 /// How a worker answers the dispatcher of the task it was handed.
+#[async_trait]
 pub trait ReplySink: Send + Sync {
-    /// Sends one reply. Never blocks; a reply to a dispatch that has ended is
-    /// dropped.
-    fn send(&self, reply: Reply);
+    /// Sends one reply; replies from one worker arrive in the order sent. A
+    /// reply to a dispatch that has ended is dropped.
+    async fn send(&self, reply: Reply);
 }
 
 /// What a subscriber does with each task that reaches it.

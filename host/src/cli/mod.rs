@@ -5,9 +5,10 @@
 //!
 //! Exit status: 0 success (a dispatch that completed); 1 an error; 2 bad
 //! usage; 3 a dispatch that ended `no_interest`; 4 one that ended
-//! `timed_out`.
+//! `timed_out`; 5 one that ended `incomplete`.
 
 mod client;
+mod config;
 
 use std::io::Read;
 use std::net::SocketAddr;
@@ -20,12 +21,14 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 
 use crate::dispatch::{DispatchOptions, Status};
+use crate::ledger::Liveness;
 use crate::runtime::{Runtime, RuntimeConfig};
-use crate::{Host, HostConfig, Topic};
+use crate::{Host, HostConfig, MeshConfig, Topic};
 
 const AFTER_HELP: &str = "\
 Exit status: 0 success (for a dispatch: it completed), 1 error, 2 bad usage,
-3 the dispatch ended no_interest, 4 it ended timed_out.
+3 the dispatch ended no_interest, 4 it ended timed_out, 5 it ended incomplete
+(a declared worker's node died).
 
 Environment: ANOCAST_LOG (or RUST_LOG) sets the log filter, e.g. `debug` or
 `anocast=debug`; logs go to stderr.";
@@ -77,17 +80,40 @@ enum PluginsCommand {
 
 #[derive(Debug, Args)]
 struct ServeArgs {
+    /// A TOML file with any of: plugins, http, node_id, nats, redis,
+    /// liveness, memory_limit_mib, call_timeout, max_instances. Flags and
+    /// ANOCAST_* variables override it.
+    #[arg(long, env = "ANOCAST_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
     /// The plugins folder: every `.wasm` in it is loaded.
     #[arg(long, env = "ANOCAST_PLUGINS", value_name = "DIR")]
-    plugins: PathBuf,
-    /// Address of the HTTP API.
-    #[arg(long, env = "ANOCAST_HTTP", value_name = "ADDR", default_value = "127.0.0.1:7700")]
-    http: SocketAddr,
-    /// This node's id, as it appears in worker names (default: host name).
+    plugins: Option<PathBuf>,
+    /// Address of the HTTP API [default: 127.0.0.1:7700].
+    #[arg(long, env = "ANOCAST_HTTP", value_name = "ADDR")]
+    http: Option<SocketAddr>,
+    /// This node's id, as it appears in worker names [default: host name].
     #[arg(long, env = "ANOCAST_NODE_ID", value_name = "ID")]
     node_id: Option<String>,
     #[command(flatten)]
+    mesh: MeshArgs,
+    #[command(flatten)]
     limits: LimitArgs,
+}
+
+/// Distributed mode: both servers, or neither (embedded mode).
+#[derive(Debug, Args)]
+struct MeshArgs {
+    /// Join a mesh over this NATS server (distributed mode; needs --redis).
+    #[arg(long, env = "ANOCAST_NATS", value_name = "URL")]
+    nats: Option<String>,
+    /// The mesh's Redis, holding interest lists and node registrations
+    /// (needs --nats).
+    #[arg(long, env = "ANOCAST_REDIS", value_name = "URL")]
+    redis: Option<String>,
+    /// How long a node's registration lives without a heartbeat: a worker
+    /// whose node died is reported missing about this long after [default: 3s].
+    #[arg(long, env = "ANOCAST_LIVENESS", value_name = "DURATION", value_parser = parse_duration)]
+    liveness: Option<Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -107,6 +133,13 @@ struct DispatchArgs {
     task: TaskArgs,
     #[command(flatten)]
     node: NodeUrl,
+    /// Dispatch straight into a mesh as a plugin-less client, instead of
+    /// through a node's HTTP API (needs --redis).
+    #[arg(long, env = "ANOCAST_NATS", value_name = "URL", requires = "redis")]
+    nats: Option<String>,
+    /// The mesh's Redis (with --nats).
+    #[arg(long, env = "ANOCAST_REDIS", value_name = "URL", requires = "nats")]
+    redis: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -137,25 +170,29 @@ struct TaskArgs {
 
 #[derive(Debug, Args)]
 struct LimitArgs {
-    /// Memory limit of one plugin instance, in MiB.
-    #[arg(long, value_name = "MIB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
-    memory_limit: u64,
-    /// Longest a single call into a plugin may run.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
-    call_timeout: Duration,
-    /// Plugin instances alive at once; tasks beyond wait for a slot.
-    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    max_instances: u32,
+    /// Memory limit of one plugin instance, in MiB [default: 64].
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=4096))]
+    memory_limit: Option<u64>,
+    /// Longest a single call into a plugin may run [default: 10s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    call_timeout: Option<Duration>,
+    /// Plugin instances alive at once; tasks beyond wait for a slot [default: 1000].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    max_instances: Option<u32>,
 }
 
 impl LimitArgs {
-    fn runtime(&self) -> RuntimeConfig {
-        RuntimeConfig {
-            memory_limit: self.memory_limit << 20,
-            call_timeout: self.call_timeout,
-            max_instances: self.max_instances,
-            ..RuntimeConfig::default()
-        }
+    fn runtime(&self, file: &config::FileConfig) -> anyhow::Result<RuntimeConfig> {
+        let defaults = RuntimeConfig::default();
+        Ok(RuntimeConfig {
+            memory_limit: self.memory_limit.or(file.memory_limit_mib).map_or(defaults.memory_limit, |mib| mib << 20),
+            call_timeout: match self.call_timeout {
+                Some(d) => d,
+                None => file.duration("call_timeout", file.call_timeout.as_deref())?.unwrap_or(defaults.call_timeout),
+            },
+            max_instances: self.max_instances.or(file.max_instances).unwrap_or(defaults.max_instances),
+            ..defaults
+        })
     }
 }
 
@@ -215,7 +252,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run_once(args).await,
         Command::Dispatch(args) => {
             let (topic, payload, options) = args.task.resolve()?;
-            let outcome = client::Client::new(&args.node.url)?.dispatch(&topic, payload, &options).await?;
+            let outcome = match mesh_config(args.nats.clone(), args.redis.clone(), None)? {
+                Some(mesh) => {
+                    let host = start_host(HostConfig {
+                        plugins: None,
+                        node_id: format!("client-{}", std::process::id()),
+                        runtime: RuntimeConfig { max_instances: 1, ..RuntimeConfig::default() },
+                        mesh: Some(mesh),
+                    })
+                    .await?;
+                    let outcome = host.dispatcher().dispatch(topic, payload, &options).await?;
+                    serde_json::from_str(&outcome.to_json())?
+                }
+                None => client::Client::new(&args.node.url)?.dispatch(&topic, payload, &options).await?,
+            };
             println!("{}", serde_json::to_string_pretty(&outcome)?);
             Ok(exit_for(outcome["status"].as_str()))
         }
@@ -237,6 +287,7 @@ fn exit_for(status: Option<&str>) -> ExitCode {
         Some(s) if s == Status::Complete.as_str() => ExitCode::SUCCESS,
         Some(s) if s == Status::NoInterest.as_str() => ExitCode::from(3),
         Some(s) if s == Status::TimedOut.as_str() => ExitCode::from(4),
+        Some(s) if s == Status::Incomplete.as_str() => ExitCode::from(5),
         _ => ExitCode::FAILURE,
     }
 }
@@ -273,34 +324,82 @@ fn guess_content_type(payload: &[u8]) -> &'static str {
     }
 }
 
-async fn start_host(plugins: &Path, node_id: Option<String>, limits: &LimitArgs) -> anyhow::Result<Host> {
-    let config = HostConfig {
-        plugins: plugins.to_owned(),
-        node_id: node_id.unwrap_or_else(crate::default_node_id),
-        runtime: limits.runtime(),
-    };
+async fn start_host(config: HostConfig) -> anyhow::Result<Host> {
+    let dir = config.plugins.clone();
     let host = Host::start(config).await?;
     for failure in &host.plugins().failed {
         eprintln!("warning: {}: {}", failure.file.display(), failure.error);
     }
-    if host.plugins().loaded.is_empty() {
-        eprintln!("warning: no plugin loaded from {}", plugins.display());
+    if let Some(dir) = dir
+        && host.plugins().loaded.is_empty()
+    {
+        eprintln!("warning: no plugin loaded from {}", dir.display());
     }
     Ok(host)
 }
 
+fn mesh_config(
+    nats: Option<String>,
+    redis: Option<String>,
+    liveness: Option<Duration>,
+) -> anyhow::Result<Option<MeshConfig>> {
+    match (nats, redis) {
+        (None, None) => Ok(None),
+        (Some(nats), Some(redis)) => {
+            let mut mesh = MeshConfig::new(&nats, &redis);
+            if let Some(ttl) = liveness {
+                mesh.liveness = Liveness::from_ttl(ttl);
+            }
+            Ok(Some(mesh))
+        }
+        (Some(_), None) => bail!("distributed mode needs --redis as well as --nats"),
+        (None, Some(_)) => bail!("distributed mode needs --nats as well as --redis"),
+    }
+}
+
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(args.http)
-        .await
-        .with_context(|| format!("cannot listen on {} (--http)", args.http))?;
-    let host = Arc::new(start_host(&args.plugins, args.node_id, &args.limits).await?);
+    let file = match &args.config {
+        Some(path) => config::FileConfig::load(path)?,
+        None => config::FileConfig::default(),
+    };
+    let plugins = args
+        .plugins
+        .clone()
+        .or_else(|| file.plugins.clone())
+        .context("no plugins folder: give --plugins DIR (or `plugins` in the config file)")?;
+    let http = match args.http {
+        Some(http) => http,
+        None => file.http()?.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7700))),
+    };
+    let liveness = match args.mesh.liveness {
+        Some(d) => Some(d),
+        None => file.duration("liveness", file.liveness.as_deref())?,
+    };
+    let mesh = mesh_config(
+        args.mesh.nats.clone().or(file.nats.clone()),
+        args.mesh.redis.clone().or(file.redis.clone()),
+        liveness,
+    )?;
+    let config = HostConfig {
+        plugins: Some(plugins),
+        node_id: args.node_id.clone().or(file.node_id.clone()).unwrap_or_else(crate::default_node_id),
+        runtime: args.limits.runtime(&file)?,
+        mesh,
+    };
+    let listener =
+        tokio::net::TcpListener::bind(http).await.with_context(|| format!("cannot listen on {http} (--http)"))?;
+    let host = Arc::new(start_host(config).await?);
     let address = listener.local_addr()?;
     tracing::info!(
         node = host.node_id(),
         plugins = host.plugins().loaded.len(),
+        mode = if host.is_distributed() { "distributed" } else { "embedded" },
         "serving the HTTP API on http://{address}"
     );
-    crate::gateway::serve(listener, host, shutdown_signal()).await.context("the HTTP server failed")?;
+    crate::gateway::serve(listener, host.clone(), shutdown_signal()).await.context("the HTTP server failed")?;
+    if let Ok(host) = Arc::try_unwrap(host) {
+        host.shutdown().await;
+    }
     tracing::info!("stopped");
     Ok(())
 }
@@ -327,7 +426,13 @@ async fn shutdown_signal() {
 
 async fn run_once(args: RunArgs) -> anyhow::Result<ExitCode> {
     let (topic, payload, options) = args.task.resolve()?;
-    let host = start_host(&args.plugins, Some("local".into()), &args.limits).await?;
+    let host = start_host(HostConfig {
+        plugins: Some(args.plugins.clone()),
+        node_id: "local".into(),
+        runtime: args.limits.runtime(&config::FileConfig::default())?,
+        mesh: None,
+    })
+    .await?;
     let outcome = host.dispatcher().dispatch(topic, payload, &options).await?;
     let json: serde_json::Value = serde_json::from_str(&outcome.to_json())?;
     println!("{}", serde_json::to_string_pretty(&json)?);

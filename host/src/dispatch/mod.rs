@@ -13,7 +13,9 @@
 //!    (DESIGN.md invariant 1): `complete`, or `no_interest` if nobody
 //!    declared;
 //! 4. at the deadline, whatever is left: `timed_out`, naming the missing
-//!    workers.
+//!    workers. In distributed mode, a declared worker whose node stops
+//!    renewing its registration is moved to `missing` early; once nobody
+//!    else is awaited the outcome is `incomplete`.
 
 mod outcome;
 
@@ -26,7 +28,7 @@ use tokio::time::sleep_until;
 pub use outcome::{Outcome, Status};
 
 use crate::bus::{Bus, Interest, Partial, Reply, Task};
-use crate::ledger::Ledger;
+use crate::ledger::{Ledger, Registry};
 use crate::topic::Topic;
 
 /// Longest deadline a dispatch may ask for.
@@ -77,12 +79,20 @@ pub enum DispatchError {
 pub struct Dispatcher {
     bus: Arc<dyn Bus>,
     ledger: Arc<dyn Ledger>,
+    registry: Option<Arc<dyn Registry>>,
 }
 
 impl Dispatcher {
     /// A dispatcher over `bus` and `ledger`.
     pub fn new(bus: Arc<dyn Bus>, ledger: Arc<dyn Ledger>) -> Self {
-        Dispatcher { bus, ledger }
+        Dispatcher { bus, ledger, registry: None }
+    }
+
+    /// Uses `registry` to know how many receivers to expect (when the bus
+    /// cannot tell) and to notice declared workers whose node died.
+    pub fn with_registry(mut self, registry: Arc<dyn Registry>) -> Self {
+        self.registry = Some(registry);
+        self
     }
 
     /// Dispatches `payload` on `topic` and waits for the outcome.
@@ -113,14 +123,20 @@ impl Dispatcher {
         });
         tracing::Span::current().record("request_id", &*task.request_id);
         let key = task.interest_key();
-        self.ledger.open(&key, options.timeout + LIST_TTL_MARGIN).await?;
-        let mut finish = FinishList { ledger: self.ledger.clone(), key: Some(key.clone()) };
+        let ttl = options.timeout + LIST_TTL_MARGIN;
+        self.ledger.open(&key, ttl).await?;
+        let mut finish = FinishList { ledger: self.ledger.clone(), key: Some(key.clone()), ttl };
         let mut inbox = self.bus.open_inbox().await?;
-        let receivers = self.bus.broadcast(task.clone(), &mut inbox).await?;
+        let receivers = match self.bus.broadcast(task.clone(), &mut inbox).await? {
+            Some(known) => Some(known),
+            None => self.registry.as_ref().and_then(|r| r.expected_receivers(task.topic.as_str())),
+        };
+        let check_every = self.registry.as_ref().map_or(options.timeout, |r| r.check_interval());
+        let mut liveness = tokio::time::interval_at((started + check_every).into(), check_every);
 
-        let mut gather = Gather::default();
+        let mut gather = Gather::new(&*self.ledger, &key, ttl);
         if receivers == Some(0) {
-            gather.close(&*self.ledger, &key).await?;
+            gather.close().await;
         }
         while !gather.is_final() {
             tokio::select! {
@@ -131,32 +147,37 @@ impl Dispatcher {
                             gather.declared.insert(worker.to_string());
                         }
                         if gather.open && Some(gather.acks) == receivers {
-                            gather.close(&*self.ledger, &key).await?;
+                            gather.close().await;
                         }
                     }
-                    Some(Reply::Partial(partial)) => gather.partial(&*self.ledger, &key, partial).await?,
+                    Some(Reply::Partial(partial)) => gather.partial(partial).await,
                     None => break,
                 },
-                _ = sleep_until(grace_ends.into()), if gather.open => gather.close(&*self.ledger, &key).await?,
+                _ = sleep_until(grace_ends.into()), if gather.open => gather.close().await,
+                _ = liveness.tick(), if self.registry.is_some() => {
+                    if let Some(registry) = &self.registry {
+                        gather.drop_lost(&**registry);
+                    }
+                }
                 _ = sleep_until(deadline.into()) => break,
             }
         }
-        let status = match (gather.is_final(), gather.partials.is_empty()) {
-            (true, true) => Status::NoInterest,
-            (true, false) => Status::Complete,
-            (false, _) => Status::TimedOut,
+        let status = match (gather.is_final(), gather.partials.is_empty(), gather.lost.is_empty()) {
+            (true, true, true) => Status::NoInterest,
+            (true, _, true) => Status::Complete,
+            (true, _, false) => Status::Incomplete,
+            (false, _, _) => Status::TimedOut,
         };
-        let missing = if status == Status::TimedOut {
-            let mut missing =
-                if gather.open { self.ledger.close(&key).await? } else { gather.waiting.into_iter().collect() };
-            missing.sort();
-            missing
-        } else {
-            Vec::new()
-        };
+        if gather.open {
+            gather.close().await;
+        }
+        let mut missing: Vec<String> = gather.waiting.drain().chain(gather.lost.drain(..)).collect();
+        missing.sort();
         finish.key = None;
-        self.ledger.finish(&key).await?;
-        let mut partials = gather.partials;
+        if let Err(err) = self.ledger.finish(&key, ttl).await {
+            tracing::warn!(%err, key, "could not finish an interest list; its time-to-live will");
+        }
+        let mut partials = std::mem::take(&mut gather.partials);
         partials.sort_by(|a, b| a.worker.cmp(&b.worker));
         Ok(Outcome {
             request_id: task.request_id.to_string(),
@@ -170,47 +191,85 @@ impl Dispatcher {
 }
 
 /// The state of one dispatch's gathering.
-struct Gather {
+///
+/// A ledger failure in the middle of a dispatch (Redis restarting) does not
+/// abort it: the dispatcher goes on with what it has seen itself (the
+/// acknowledged declarations) and the deadline still ends it.
+struct Gather<'a> {
+    ledger: &'a dyn Ledger,
+    key: &'a str,
+    ttl: Duration,
     /// Whether the interest window is still open.
     open: bool,
     /// Acknowledgements received.
     acks: usize,
-    /// Workers that acknowledged a declaration.
+    /// Workers that acknowledged a declaration and have not replied.
     declared: HashSet<String>,
     /// After the window closed: declared workers still to reply.
     waiting: HashSet<String>,
+    /// Declared workers whose node was found dead.
+    lost: Vec<String>,
     /// Partials kept, one per worker.
     partials: Vec<Partial>,
 }
 
-impl Default for Gather {
-    fn default() -> Self {
-        Gather { open: true, acks: 0, declared: HashSet::new(), waiting: HashSet::new(), partials: Vec::new() }
+impl<'a> Gather<'a> {
+    fn new(ledger: &'a dyn Ledger, key: &'a str, ttl: Duration) -> Self {
+        Gather {
+            ledger,
+            key,
+            ttl,
+            open: true,
+            acks: 0,
+            declared: HashSet::new(),
+            waiting: HashSet::new(),
+            lost: Vec::new(),
+            partials: Vec::new(),
+        }
     }
-}
 
-impl Gather {
     fn is_final(&self) -> bool {
         !self.open && self.waiting.is_empty()
     }
 
-    async fn close(&mut self, ledger: &dyn Ledger, key: &str) -> Result<(), DispatchError> {
+    async fn close(&mut self) {
         self.open = false;
-        self.waiting = ledger.close(key).await?.into_iter().collect();
-        Ok(())
+        self.waiting = match self.ledger.close(self.key, self.ttl).await {
+            Ok(list) => list.into_iter().collect(),
+            Err(err) => {
+                tracing::warn!(%err, "could not close the interest window in the ledger; waiting for the declarations seen");
+                self.declared.clone()
+            }
+        };
     }
 
-    async fn partial(&mut self, ledger: &dyn Ledger, key: &str, partial: Partial) -> Result<(), DispatchError> {
+    async fn partial(&mut self, partial: Partial) {
         let worker = partial.worker.to_string();
         // Only a declared worker's first partial counts.
         if !self.declared.remove(&worker) {
             tracing::warn!(worker, "ignored a partial from a worker that has not declared, or a second one");
-            return Ok(());
+            return;
         }
-        ledger.settle(key, &worker).await?;
+        if let Err(err) = self.ledger.settle(self.key, &worker).await {
+            tracing::warn!(%err, worker, "could not settle in the ledger");
+        }
         self.waiting.remove(&worker);
         self.partials.push(partial);
-        Ok(())
+    }
+
+    /// Moves declared workers whose node is gone from `waiting` to `lost`.
+    fn drop_lost(&mut self, registry: &dyn Registry) {
+        let lost: Vec<String> = self
+            .waiting
+            .iter()
+            .filter(|w| w.split_once('/').is_some_and(|(node, _)| !registry.is_alive(node)))
+            .cloned()
+            .collect();
+        for worker in lost {
+            tracing::warn!(worker, "declared worker lost: its node stopped renewing its registration");
+            self.waiting.remove(&worker);
+            self.lost.push(worker);
+        }
     }
 }
 
@@ -219,14 +278,15 @@ impl Gather {
 struct FinishList {
     ledger: Arc<dyn Ledger>,
     key: Option<String>,
+    ttl: Duration,
 }
 
 impl Drop for FinishList {
     fn drop(&mut self) {
         let (Some(key), Ok(handle)) = (self.key.take(), tokio::runtime::Handle::try_current()) else { return };
-        let ledger = self.ledger.clone();
+        let (ledger, ttl) = (self.ledger.clone(), self.ttl);
         handle.spawn(async move {
-            if let Err(err) = ledger.finish(&key).await {
+            if let Err(err) = ledger.finish(&key, ttl).await {
                 tracing::warn!(%err, key, "could not forget an interest list");
             }
         });

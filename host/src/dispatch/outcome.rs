@@ -28,6 +28,9 @@ pub enum Status {
     NoInterest,
     /// The deadline came first; `missing` names who did not reply.
     TimedOut,
+    /// Every declared worker replied or was found lost (its node died);
+    /// `missing` names the lost ones.
+    Incomplete,
 }
 
 impl Status {
@@ -37,6 +40,7 @@ impl Status {
             Status::Complete => "complete",
             Status::NoInterest => "no_interest",
             Status::TimedOut => "timed_out",
+            Status::Incomplete => "incomplete",
         }
     }
 }

@@ -4,7 +4,7 @@
 //! | route | what |
 //! |---|---|
 //! | `POST /v1/dispatch/{topic}` | body = payload; query `timeout_ms`, `grace_ms`; answers the outcome JSON |
-//! | `GET /v1/plugins` | the node's plugins, and the files that failed to load |
+//! | `GET /v1/plugins` | the node's plugins (with what each has done), and the files that failed to load |
 //! | `GET /healthz` | `{"status": "ok"}` |
 //!
 //! Every error is a 4xx or 5xx with a JSON body `{"error": "..."}`.
@@ -118,8 +118,15 @@ async fn plugins(State(host): State<Arc<Host>>) -> Json<serde_json::Value> {
                 "size": p.plugin.size,
                 "file": p.file,
                 "loaded_at_ms": p.loaded_at.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64,
+                "stats": host.stats(&p.plugin.info.name),
             })
         })
         .collect();
-    Json(json!({ "node": host.node_id(), "plugins": plugins, "errors": set.failed }))
+    Json(json!({
+        "node": host.node_id(),
+        "mode": if host.is_distributed() { "distributed" } else { "embedded" },
+        "plugins": plugins,
+        "errors": set.failed,
+        "mesh": host.mesh_nodes(),
+    }))
 }

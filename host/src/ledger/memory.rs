@@ -71,7 +71,7 @@ impl Ledger for MemoryLedger {
         Ok(())
     }
 
-    async fn declare(&self, key: &str, worker: &str) -> Result<bool, LedgerError> {
+    async fn declare(&self, key: &str, worker: &str, _ttl: Duration) -> Result<bool, LedgerError> {
         let mut shard = self.shard(key).lock();
         match shard.lists.get_mut(key) {
             Some(list) if list.open && list.expires > Instant::now() => {
@@ -91,14 +91,14 @@ impl Ledger for MemoryLedger {
         Ok(list.workers.len())
     }
 
-    async fn close(&self, key: &str) -> Result<Vec<String>, LedgerError> {
+    async fn close(&self, key: &str, _ttl: Duration) -> Result<Vec<String>, LedgerError> {
         let mut shard = self.shard(key).lock();
         let Some(list) = shard.lists.get_mut(key) else { return Ok(Vec::new()) };
         list.open = false;
         Ok(list.workers.clone())
     }
 
-    async fn finish(&self, key: &str) -> Result<(), LedgerError> {
+    async fn finish(&self, key: &str, _ttl: Duration) -> Result<(), LedgerError> {
         self.shard(key).lock().lists.remove(key);
         Ok(())
     }
@@ -108,19 +108,21 @@ impl Ledger for MemoryLedger {
 mod tests {
     use super::*;
 
+    const T: Duration = Duration::from_secs(5);
+
     #[tokio::test]
     async fn the_window_closes_atomically() -> anyhow::Result<()> {
         let ledger = MemoryLedger::new();
         ledger.open("t-1", Duration::from_secs(5)).await?;
-        assert!(ledger.declare("t-1", "a").await?);
-        assert!(ledger.declare("t-1", "b").await?);
+        assert!(ledger.declare("t-1", "a", T).await?);
+        assert!(ledger.declare("t-1", "b", T).await?);
         assert_eq!(ledger.settle("t-1", "a").await?, 1);
-        assert_eq!(ledger.close("t-1").await?, vec!["b".to_owned()]);
-        assert!(!ledger.declare("t-1", "late").await?, "a declaration after close must be refused");
+        assert_eq!(ledger.close("t-1", T).await?, vec!["b".to_owned()]);
+        assert!(!ledger.declare("t-1", "late", T).await?, "a declaration after close must be refused");
         assert_eq!(ledger.settle("t-1", "b").await?, 0);
-        ledger.finish("t-1").await?;
-        assert!(!ledger.declare("t-1", "after-finish").await?);
-        assert!(!ledger.declare("never-opened", "x").await?);
+        ledger.finish("t-1", T).await?;
+        assert!(!ledger.declare("t-1", "after-finish", T).await?);
+        assert!(!ledger.declare("never-opened", "x", T).await?);
         assert!(ledger.is_empty());
         Ok(())
     }
@@ -131,8 +133,8 @@ mod tests {
         ledger.open("old", Duration::from_millis(1)).await?;
         ledger.open("fresh", Duration::from_secs(5)).await?;
         std::thread::sleep(Duration::from_millis(5));
-        assert!(!ledger.declare("old", "w").await?, "an expired list must refuse declarations");
-        assert!(ledger.declare("fresh", "w").await?);
+        assert!(!ledger.declare("old", "w", T).await?, "an expired list must refuse declarations");
+        assert!(ledger.declare("fresh", "w", T).await?);
         Ok(())
     }
 }

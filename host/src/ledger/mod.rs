@@ -13,15 +13,22 @@
 //!   on the list: from then on nobody can join;
 //! - [`finish`](Ledger::finish) forgets the list.
 //!
-//! [`MemoryLedger`] is the in-process implementation used in embedded mode.
+//! [`MemoryLedger`] is the in-process implementation used in embedded mode,
+//! [`RedisLedger`] the one of distributed mode. [`Registry`] is the other
+//! thing distributed mode keeps in Redis: which nodes are alive and which
+//! plugins they serve.
 
 mod memory;
+mod redis;
+mod registry;
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 
 pub use memory::MemoryLedger;
+pub use redis::{KEY_PREFIX, RedisLedger, connect as connect_redis, keys as redis_keys};
+pub use registry::{Liveness, NodeInfo, PluginEntry, RedisRegistry, Registry};
 
 /// A ledger failure.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -36,15 +43,17 @@ pub trait Ledger: Send + Sync + 'static {
     async fn open(&self, key: &str, ttl: Duration) -> Result<(), LedgerError>;
 
     /// Pushes `worker` onto the list. `false`: refused, because the window is
-    /// closed or the dispatch is unknown or over; the worker must not run.
-    async fn declare(&self, key: &str, worker: &str) -> Result<bool, LedgerError>;
+    /// closed or the dispatch is over; the worker must not run. `ttl` bounds
+    /// how long the list may live (past the task's deadline).
+    async fn declare(&self, key: &str, worker: &str, ttl: Duration) -> Result<bool, LedgerError>;
 
     /// Removes `worker`'s entry; returns the number of entries left.
     async fn settle(&self, key: &str, worker: &str) -> Result<usize, LedgerError>;
 
     /// Closes the interest window; returns the workers still on the list.
-    async fn close(&self, key: &str) -> Result<Vec<String>, LedgerError>;
+    /// The closed state lasts at least `ttl`.
+    async fn close(&self, key: &str, ttl: Duration) -> Result<Vec<String>, LedgerError>;
 
-    /// Forgets the list.
-    async fn finish(&self, key: &str) -> Result<(), LedgerError>;
+    /// Forgets the list; declarations stay refused for `ttl`.
+    async fn finish(&self, key: &str, ttl: Duration) -> Result<(), LedgerError>;
 }

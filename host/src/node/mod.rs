@@ -17,6 +17,7 @@
 //! waiting for nothing.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::bus::{
@@ -28,10 +29,35 @@ use crate::runtime::{CallError, Plugin, WitTask};
 /// How long an instance may outlive its dispatch's deadline.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(100);
 
+/// How long an interest list outlives its task's deadline in the ledger.
+const LIST_TTL: Duration = Duration::from_secs(30);
+
 /// A running node's plugin subscriptions. Dropping it unsubscribes them.
 pub struct Node {
     id: String,
+    stats: Vec<(String, Arc<WorkerStats>)>,
     _subscriptions: Vec<Subscription>,
+}
+
+/// What one plugin of a node has done since the node started.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct WorkerStats {
+    /// Tasks that reached it.
+    pub received: AtomicU64,
+    /// Tasks it was not interested in.
+    pub not_interested: AtomicU64,
+    /// Declarations accepted (the worker ran).
+    pub declared: AtomicU64,
+    /// Declarations refused because the interest window had closed.
+    pub refused: AtomicU64,
+    /// Error partials it sent.
+    pub failed: AtomicU64,
+}
+
+impl WorkerStats {
+    fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl Node {
@@ -44,21 +70,30 @@ impl Node {
         ledger: Arc<dyn Ledger>,
     ) -> Result<Self, BusError> {
         let mut subscriptions = Vec::with_capacity(plugins.len());
+        let mut stats = Vec::with_capacity(plugins.len());
         for plugin in plugins {
             let worker = WorkerId {
                 node: id.to_owned(),
                 plugin: plugin.info.name.clone(),
                 version: plugin.info.version.clone(),
             };
+            let plugin_stats = Arc::new(WorkerStats::default());
+            stats.push((plugin.info.name.clone(), plugin_stats.clone()));
             let receiver = Arc::new(Subscriber(Arc::new(PluginReceiver {
                 label: Arc::from(worker.to_string()),
                 worker,
                 plugin: plugin.clone(),
                 ledger: ledger.clone(),
+                stats: plugin_stats,
             })));
             subscriptions.push(bus.subscribe(&plugin.info.name, &plugin.info.topics, receiver).await?);
         }
-        Ok(Node { id: id.to_owned(), _subscriptions: subscriptions })
+        Ok(Node { id: id.to_owned(), stats, _subscriptions: subscriptions })
+    }
+
+    /// What the plugin named `name` has done since the node started.
+    pub fn stats(&self, name: &str) -> Option<&WorkerStats> {
+        self.stats.iter().find(|(n, _)| n == name).map(|(_, s)| &**s)
     }
 
     /// The node's id.
@@ -73,6 +108,7 @@ struct PluginReceiver {
     label: Arc<str>,
     plugin: Arc<Plugin>,
     ledger: Arc<dyn Ledger>,
+    stats: Arc<WorkerStats>,
 }
 
 /// The subscription's handle on its worker.
@@ -87,6 +123,7 @@ impl TaskReceiver for Subscriber {
 impl PluginReceiver {
     #[tracing::instrument(level = "debug", skip_all, fields(worker = &*self.label, request_id = &*task.request_id))]
     async fn serve(self: Arc<Self>, task: Arc<Task>, replies: Arc<dyn ReplySink>) {
+        WorkerStats::bump(&self.stats.received);
         let remaining = task.remaining();
         if remaining.is_zero() {
             tracing::debug!("task arrived after its deadline; ignored");
@@ -111,7 +148,10 @@ impl PluginReceiver {
             Err(err) => return self.fail_before_declaring(&task, &*replies, "could not start", err).await,
         };
         match instance.interested(&wit_task).await {
-            Ok(false) => self.ack(&*replies, Interest::NotInterested),
+            Ok(false) => {
+                WorkerStats::bump(&self.stats.not_interested);
+                self.ack(&*replies, Interest::NotInterested).await;
+            }
             Ok(true) => {
                 if !self.declare(&task, &*replies).await {
                     return;
@@ -121,31 +161,36 @@ impl PluginReceiver {
                     Err(err) => Err(format!("handle() {err}")),
                 };
                 if let Err(error) = &result {
+                    WorkerStats::bump(&self.stats.failed);
                     tracing::debug!(error, "worker failed");
                 }
-                replies.send(Reply::Partial(Partial { worker: self.worker.clone(), result }));
+                replies.send(Reply::Partial(Partial { worker: self.worker.clone(), result })).await;
             }
             Err(err) => self.fail_before_declaring(&task, &*replies, "interested()", err).await,
         }
     }
 
-    fn ack(&self, replies: &dyn ReplySink, interest: Interest) {
-        replies.send(Reply::Ack { worker: self.worker.clone(), interest });
+    async fn ack(&self, replies: &dyn ReplySink, interest: Interest) {
+        replies.send(Reply::Ack { worker: self.worker.clone(), interest }).await;
     }
 
     /// Declares in the ledger, then acknowledges. `false`: refused.
     async fn declare(&self, task: &Task, replies: &dyn ReplySink) -> bool {
-        let accepted = match self.ledger.declare(&task.interest_key(), &self.label).await {
+        let ttl = task.remaining() + LIST_TTL;
+        let accepted = match self.ledger.declare(&task.interest_key(), &self.label, ttl).await {
             Ok(accepted) => accepted,
             Err(err) => {
                 tracing::warn!(%err, "could not declare; the worker will not run");
                 false
             }
         };
-        if !accepted {
+        if accepted {
+            WorkerStats::bump(&self.stats.declared);
+        } else {
+            WorkerStats::bump(&self.stats.refused);
             tracing::debug!("declaration refused: the interest window had closed");
         }
-        self.ack(replies, if accepted { Interest::Declared } else { Interest::Refused });
+        self.ack(replies, if accepted { Interest::Declared } else { Interest::Refused }).await;
         accepted
     }
 
@@ -154,7 +199,9 @@ impl PluginReceiver {
     async fn fail_before_declaring(&self, task: &Task, replies: &dyn ReplySink, what: &str, err: CallError) {
         tracing::warn!(%err, "{what} failed");
         if self.declare(task, replies).await {
-            replies.send(Reply::Partial(Partial { worker: self.worker.clone(), result: Err(format!("{what} {err}")) }));
+            WorkerStats::bump(&self.stats.failed);
+            let result = Err(format!("{what} {err}"));
+            replies.send(Reply::Partial(Partial { worker: self.worker.clone(), result })).await;
         }
     }
 }

@@ -12,5 +12,5 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use anocast::worker::host::{Host, Level};
-pub use anocast::worker::types::{Host as TypesHost, PluginInfo as WitPluginInfo, Task as WitTask};
+pub use self::anocast::worker::host::{Host, Level};
+pub use self::anocast::worker::types::{Host as TypesHost, PluginInfo as WitPluginInfo, Task as WitTask};

@@ -12,8 +12,9 @@
 //!   and the network (it should see nothing).
 //!
 //! `misbehave.not-interested` is declined; `misbehave.interested-trap`
-//! panics in `interested`. On `race.>` it takes 200 ms to decide that it is
-//! interested, then answers "slow" (the fast `echo` answers the same topic).
+//! panics in `interested`. On `race.>` it takes 200 ms (or the number of
+//! milliseconds in the payload) to decide that it is interested, then
+//! answers "slow" (the fast `echo` answers the same topic).
 
 use std::hint::black_box;
 
@@ -35,7 +36,9 @@ impl Worker for Misbehave {
 
     fn interested(task: Task) -> bool {
         if task.topic.starts_with("race.") {
-            std::thread::sleep(std::time::Duration::from_millis(200));
+            // A payload that is a number of milliseconds sets the delay.
+            let delay = task.text().trim().parse().unwrap_or(200);
+            std::thread::sleep(std::time::Duration::from_millis(delay));
             return true;
         }
         match task.topic.as_str() {

@@ -1,0 +1,203 @@
+//! How tasks and replies travel as NATS messages: metadata in headers, the
+//! payload (or a partial's bytes, or its error text) as the body.
+//!
+//! | message | subject | headers |
+//! |---|---|---|
+//! | task | `anocast.task.<topic>`, reply subject = the dispatcher's inbox | `Anocast-Request-Id`, `Anocast-Deadline` (Unix ms), `Anocast-Depth`, `Anocast-Ancestry` (comma-separated request ids), `Content-Type` |
+//! | acknowledgement | the inbox | `Anocast-Kind: ack`, `Anocast-Worker` (`node/plugin@version`), `Anocast-Interest` (`declared`, `not-interested`, `refused`) |
+//! | partial | the inbox | `Anocast-Kind: partial`, `Anocast-Worker`, `Anocast-Status` (`ok`, `error`) |
+//!
+//! Decoding is strict: a message missing a header or carrying a malformed
+//! one is refused with a reason, never half-read.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_nats::HeaderMap;
+use bytes::Bytes;
+
+use super::{Interest, Partial, Reply, Task, WorkerId};
+use crate::topic::Topic;
+
+/// Prefix of every task subject.
+pub const TASK_PREFIX: &str = "anocast.task.";
+
+const REQUEST_ID: &str = "Anocast-Request-Id";
+const DEADLINE: &str = "Anocast-Deadline";
+const DEPTH: &str = "Anocast-Depth";
+const ANCESTRY: &str = "Anocast-Ancestry";
+const CONTENT_TYPE: &str = "Content-Type";
+const KIND: &str = "Anocast-Kind";
+const WORKER: &str = "Anocast-Worker";
+const INTEREST: &str = "Anocast-Interest";
+const STATUS: &str = "Anocast-Status";
+
+/// Why a message was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed message: {0}")]
+pub struct WireError(String);
+
+fn header<'a>(headers: Option<&'a HeaderMap>, name: &str) -> Result<&'a str, WireError> {
+    headers.and_then(|h| h.get(name)).map(|v| v.as_str()).ok_or_else(|| WireError(format!("no {name} header")))
+}
+
+/// The subject a task on `topic` is published on.
+pub fn task_subject(topic: &str) -> String {
+    format!("{TASK_PREFIX}{topic}")
+}
+
+/// Headers and body of a task.
+pub fn encode_task(task: &Task) -> (HeaderMap, Bytes) {
+    let mut headers = HeaderMap::new();
+    headers.insert(REQUEST_ID, &*task.request_id);
+    headers.insert(DEADLINE, unix_ms(task.deadline).to_string().as_str());
+    headers.insert(DEPTH, task.depth.to_string().as_str());
+    headers.insert(ANCESTRY, task.ancestry.join(",").as_str());
+    headers.insert(CONTENT_TYPE, task.content_type.as_str());
+    (headers, Bytes::copy_from_slice(&task.payload))
+}
+
+/// Reads a task from a message received on `subject`.
+pub fn decode_task(subject: &str, headers: Option<&HeaderMap>, body: &[u8]) -> Result<Task, WireError> {
+    let topic =
+        subject.strip_prefix(TASK_PREFIX).ok_or_else(|| WireError(format!("{subject} is not a task subject")))?;
+    let topic = Topic::parse(topic).map_err(|e| WireError(e.to_string()))?;
+    let request_id = header(headers, REQUEST_ID)?;
+    if request_id.is_empty() || request_id.len() > 128 || request_id.contains(',') {
+        return Err(WireError("bad request id".into()));
+    }
+    let deadline: u64 = header(headers, DEADLINE)?.parse().map_err(|_| WireError("bad deadline".into()))?;
+    let depth: u32 = header(headers, DEPTH)?.parse().map_err(|_| WireError("bad depth".into()))?;
+    let ancestry = header(headers, ANCESTRY)?;
+    let ancestry = if ancestry.is_empty() { Vec::new() } else { ancestry.split(',').map(str::to_owned).collect() };
+    Ok(Task {
+        topic,
+        request_id: Arc::from(request_id),
+        payload: body.to_vec(),
+        content_type: header(headers, CONTENT_TYPE).unwrap_or("application/octet-stream").to_owned(),
+        deadline: UNIX_EPOCH + Duration::from_millis(deadline),
+        depth,
+        ancestry,
+    })
+}
+
+/// Headers and body of a reply.
+pub fn encode_reply(reply: &Reply) -> (HeaderMap, Bytes) {
+    let mut headers = HeaderMap::new();
+    match reply {
+        Reply::Ack { worker, interest } => {
+            headers.insert(KIND, "ack");
+            headers.insert(WORKER, worker.to_string().as_str());
+            let interest = match interest {
+                Interest::Declared => "declared",
+                Interest::NotInterested => "not-interested",
+                Interest::Refused => "refused",
+            };
+            headers.insert(INTEREST, interest);
+            (headers, Bytes::new())
+        }
+        Reply::Partial(partial) => {
+            headers.insert(KIND, "partial");
+            headers.insert(WORKER, partial.worker.to_string().as_str());
+            let (status, body) = match &partial.result {
+                Ok(bytes) => ("ok", Bytes::copy_from_slice(bytes)),
+                Err(error) => ("error", Bytes::copy_from_slice(error.as_bytes())),
+            };
+            headers.insert(STATUS, status);
+            (headers, body)
+        }
+    }
+}
+
+/// Reads a reply.
+pub fn decode_reply(headers: Option<&HeaderMap>, body: &[u8]) -> Result<Reply, WireError> {
+    let worker = WorkerId::parse(header(headers, WORKER)?).ok_or_else(|| WireError("bad worker id".into()))?;
+    match header(headers, KIND)? {
+        "ack" => {
+            let interest = match header(headers, INTEREST)? {
+                "declared" => Interest::Declared,
+                "not-interested" => Interest::NotInterested,
+                "refused" => Interest::Refused,
+                other => return Err(WireError(format!("unknown interest {other:?}"))),
+            };
+            Ok(Reply::Ack { worker, interest })
+        }
+        "partial" => {
+            let result = match header(headers, STATUS)? {
+                "ok" => Ok(body.to_vec()),
+                "error" => Err(String::from_utf8_lossy(body).into_owned()),
+                other => return Err(WireError(format!("unknown status {other:?}"))),
+            };
+            Ok(Reply::Partial(Partial { worker, result }))
+        }
+        other => Err(WireError(format!("unknown kind {other:?}"))),
+    }
+}
+
+/// Unix milliseconds of `time`.
+pub fn unix_ms(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task() -> Task {
+        Task {
+            topic: Topic::parse("orders.created").expect("topic"),
+            request_id: Arc::from("r-1"),
+            payload: b"{\"amount\": 3}".to_vec(),
+            content_type: "application/json".into(),
+            deadline: UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
+            depth: 2,
+            ancestry: vec!["a".into(), "b".into()],
+        }
+    }
+
+    #[test]
+    fn tasks_round_trip() {
+        let original = task();
+        let (headers, body) = encode_task(&original);
+        let decoded = decode_task("anocast.task.orders.created", Some(&headers), &body).expect("decodes");
+        assert_eq!(decoded.topic, original.topic);
+        assert_eq!(decoded.request_id, original.request_id);
+        assert_eq!(decoded.payload, original.payload);
+        assert_eq!(decoded.content_type, original.content_type);
+        assert_eq!(decoded.deadline, original.deadline);
+        assert_eq!(decoded.depth, 2);
+        assert_eq!(decoded.ancestry, ["a", "b"]);
+    }
+
+    #[test]
+    fn replies_round_trip() {
+        let worker = WorkerId { node: "n1".into(), plugin: "p".into(), version: "1.0@beta".into() };
+        for reply in [
+            Reply::Ack { worker: worker.clone(), interest: Interest::Declared },
+            Reply::Ack { worker: worker.clone(), interest: Interest::Refused },
+            Reply::Partial(Partial { worker: worker.clone(), result: Ok(vec![0, 255]) }),
+            Reply::Partial(Partial { worker: worker.clone(), result: Err("nope".into()) }),
+        ] {
+            let (headers, body) = encode_reply(&reply);
+            let decoded = decode_reply(Some(&headers), &body).expect("decodes");
+            assert_eq!(format!("{decoded:?}"), format!("{reply:?}"));
+        }
+    }
+
+    #[test]
+    fn malformed_messages_are_refused() {
+        let (mut headers, body) = encode_task(&task());
+        assert!(decode_task("anocast.task.a..b", Some(&headers), &body).is_err());
+        assert!(decode_task("other.subject", Some(&headers), &body).is_err());
+        assert!(decode_task("anocast.task.a", None, &body).is_err());
+        headers.insert(DEADLINE, "soon");
+        assert!(decode_task("anocast.task.a", Some(&headers), &body).is_err());
+        let mut headers = HeaderMap::new();
+        headers.insert(KIND, "ack");
+        headers.insert(WORKER, "no-slash");
+        assert!(decode_reply(Some(&headers), b"").is_err());
+        headers.insert(WORKER, "n/p@1");
+        headers.insert(INTEREST, "maybe");
+        assert!(decode_reply(Some(&headers), b"").is_err());
+    }
+}

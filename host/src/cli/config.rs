@@ -1,0 +1,70 @@
+//! The node's configuration file (TOML). Every key is optional; flags and
+//! `ANOCAST_*` environment variables override it. Unknown keys are errors,
+//! so a typo never passes silently.
+//!
+//! ```toml
+//! plugins = "target/plugins"
+//! http = "127.0.0.1:7700"
+//! node_id = "node-a"
+//! nats = "nats://127.0.0.1:4222"
+//! redis = "redis://127.0.0.1:6379"
+//! liveness = "3s"
+//! memory_limit_mib = 64
+//! call_timeout = "10s"
+//! max_instances = 1000
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Deserialize;
+
+/// The file's contents.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub plugins: Option<PathBuf>,
+    pub http: Option<String>,
+    pub node_id: Option<String>,
+    pub nats: Option<String>,
+    pub redis: Option<String>,
+    pub liveness: Option<String>,
+    pub memory_limit_mib: Option<u64>,
+    pub call_timeout: Option<String>,
+    pub max_instances: Option<u32>,
+}
+
+impl FileConfig {
+    /// Reads and checks `path`.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+        let config: FileConfig = toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.message()))
+            .with_context(|| format!("invalid config file {}", path.display()))?;
+        if let Some(mib) = config.memory_limit_mib {
+            anyhow::ensure!((1..=4096).contains(&mib), "{}: memory_limit_mib must be 1-4096", path.display());
+        }
+        if let Some(n) = config.max_instances {
+            anyhow::ensure!((1..=100_000).contains(&n), "{}: max_instances must be 1-100000", path.display());
+        }
+        Ok(config)
+    }
+
+    /// The `http` address, parsed.
+    pub fn http(&self) -> anyhow::Result<Option<SocketAddr>> {
+        self.http
+            .as_deref()
+            .map(|a| a.parse().with_context(|| format!("config file: invalid http address {a:?}")))
+            .transpose()
+    }
+
+    /// A duration key, parsed.
+    pub fn duration(&self, key: &str, value: Option<&str>) -> anyhow::Result<Option<Duration>> {
+        value
+            .map(|v| super::parse_duration(v).map_err(|e| anyhow::anyhow!("config file: invalid {key} {v:?}: {e}")))
+            .transpose()
+    }
+}

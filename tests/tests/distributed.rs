@@ -1,0 +1,344 @@
+//! Distributed mode: `anocast serve` processes joined over real NATS and
+//! Redis servers that each test starts on free ports.
+
+use std::time::{Duration, Instant};
+
+use anocast::{DispatchOptions, Status, Topic};
+use anocast_tests::servers::{Nats, Redis};
+use anocast_tests::{Child, PluginDir, guests, mesh_client, options, spawn_serve};
+use anyhow::{Context, bail};
+use futures::StreamExt;
+use serde_json::Value;
+
+const EXE: &str = env!("CARGO_BIN_EXE_anocast-cli-under-test");
+
+/// The servers of one test.
+struct Mesh {
+    nats: Nats,
+    redis: Redis,
+}
+
+/// One `anocast serve` process.
+struct Node {
+    process: Child,
+    url: String,
+    _dir: PluginDir,
+}
+
+impl Mesh {
+    fn start() -> anyhow::Result<Self> {
+        Ok(Mesh { nats: Nats::start()?, redis: Redis::start()? })
+    }
+
+    /// Starts a node with `guests`, a one-second liveness, and `extra` flags.
+    fn node(&self, id: &str, guests: &[&str]) -> anyhow::Result<Node> {
+        let dir = PluginDir::with(guests)?;
+        let (nats, redis) = (self.nats.url(), self.redis.url());
+        let (process, url) =
+            spawn_serve(EXE, dir.path(), id, &["--nats", &nats, "--redis", &redis, "--liveness", "1s"])?;
+        Ok(Node { process, url, _dir: dir })
+    }
+}
+
+/// Waits until every node sees `count` live nodes in the mesh (a node that
+/// just joined is seen by the others within one registry refresh).
+async fn converge(nodes: &[&Node], count: usize) -> anyhow::Result<()> {
+    let until = Instant::now() + Duration::from_secs(10);
+    for node in nodes {
+        loop {
+            let plugins: Value = reqwest::get(format!("{}/v1/plugins", node.url)).await?.json().await?;
+            if plugins["mesh"].as_array().map(Vec::len) == Some(count) {
+                break;
+            }
+            anyhow::ensure!(Instant::now() < until, "the mesh did not converge: {plugins}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    Ok(())
+}
+
+fn topic(t: &str) -> Topic {
+    Topic::parse(t).expect("valid topic")
+}
+
+async fn http_dispatch(url: &str, topic: &str, payload: &str) -> anyhow::Result<Value> {
+    let response = reqwest::Client::new()
+        .post(format!("{url}/v1/dispatch/{topic}?timeout_ms=10000&grace_ms=3000"))
+        .body(payload.to_owned())
+        .send()
+        .await?;
+    anyhow::ensure!(response.status().is_success(), "HTTP {}", response.status());
+    Ok(response.json().await?)
+}
+
+fn workers(outcome: &Value) -> Vec<String> {
+    outcome["partials"]
+        .as_array()
+        .map_or_else(Vec::new, |p| p.iter().filter_map(|p| p["worker"].as_str().map(String::from)).collect())
+}
+
+async fn stats(url: &str, plugin: &str) -> anyhow::Result<Value> {
+    let plugins: Value = reqwest::get(format!("{url}/v1/plugins")).await?.json().await?;
+    plugins["plugins"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == plugin))
+        .map(|p| p["stats"].clone())
+        .with_context(|| format!("no plugin {plugin} at {url}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_with_different_plugins_answer_one_dispatch() -> anyhow::Result<()> {
+    let mesh = Mesh::start()?;
+    let a = mesh.node("a", &[guests::WORD_COUNT])?;
+    let b = mesh.node("b", &[guests::SENTIMENT])?;
+    let c = mesh.node("c", &[guests::FRAUD_CHECK, guests::INVENTORY])?;
+    converge(&[&a, &b, &c], 3).await?;
+
+    // Through the HTTP API of a node that has none of the plugins involved.
+    let outcome = http_dispatch(&c.url, "text.analyze", "a great day").await?;
+    assert_eq!(outcome["status"], "complete", "{outcome}");
+    assert_eq!(workers(&outcome), ["a/word-count@0.1.0", "b/sentiment@0.1.0"]);
+    assert_eq!(outcome["partials"][0]["payload"]["words"], 3);
+
+    let outcome = http_dispatch(&a.url, "orders.created", r#"{"amount": 9000, "items": [{"sku": "x"}]}"#).await?;
+    assert_eq!(workers(&outcome), ["c/fraud-check@0.1.0", "c/inventory@0.1.0"], "{outcome}");
+
+    // The window closes as soon as every live receiver has answered, well
+    // before the 3 s grace period: nobody subscribes...
+    let started = Instant::now();
+    let outcome = http_dispatch(&b.url, "weather.today", "").await?;
+    assert_eq!(outcome["status"], "no_interest");
+    assert!(started.elapsed() < Duration::from_millis(2000), "took {:?}", started.elapsed());
+    // ...or one receiver declines and the other replies.
+    let started = Instant::now();
+    let outcome = http_dispatch(&b.url, "orders.created", r#"{"amount": 5, "items": [{"sku": "y"}]}"#).await?;
+    assert_eq!(workers(&outcome), ["c/inventory@0.1.0"], "{outcome}");
+    assert!(started.elapsed() < Duration::from_millis(2000), "took {:?}", started.elapsed());
+
+    // A plugin-less client dispatches straight into the mesh.
+    let out = std::process::Command::new(EXE)
+        .args(["dispatch", "text.analyze", "bad news", "--nats", &mesh.nats.url(), "--redis", &mesh.redis.url()])
+        .output()?;
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let outcome: Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(workers(&outcome), ["a/word-count@0.1.0", "b/sentiment@0.1.0"]);
+
+    mesh.redis.assert_every_key_expires().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_of_one_plugin_share_the_work() -> anyhow::Result<()> {
+    let mesh = Mesh::start()?;
+    let r1 = mesh.node("r1", &[guests::ECHO])?;
+    let r2 = mesh.node("r2", &[guests::ECHO])?;
+    let client = mesh_client(&mesh.nats.url(), &mesh.redis.url()).await?;
+    let mut by_node = std::collections::BTreeMap::new();
+    for i in 0..200 {
+        let outcome =
+            client.dispatcher().dispatch(topic("echo"), format!("{i}").into_bytes(), &options(3000, 10_000)).await?;
+        assert_eq!(outcome.status, Status::Complete);
+        let [partial] = &outcome.partials[..] else { bail!("each task is handled once: {}", outcome.to_json()) };
+        assert_eq!(partial.result.as_deref().ok(), Some(format!("{i}").as_bytes()));
+        *by_node.entry(partial.worker.node.clone()).or_insert(0) += 1;
+    }
+    assert_eq!(by_node.len(), 2, "both replicas should take part: {by_node:?}");
+    let received = stats(&r1.url, "echo").await?["received"].as_u64().unwrap_or(0)
+        + stats(&r2.url, "echo").await?["received"].as_u64().unwrap_or(0);
+    assert_eq!(received, 200, "each task reached exactly one replica");
+    mesh.redis.assert_every_key_expires().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_declaration_never_meets_a_premature_outcome() -> anyhow::Result<()> {
+    // echo answers at once; misbehave decides after 0-400 ms (from the
+    // payload), against a 200 ms interest window: about half of its
+    // declarations come too late and must be refused, and every accepted
+    // one must be in its dispatch's outcome.
+    const DISPATCHES: usize = 10_000;
+    let mesh = Mesh::start()?;
+    let _fast = mesh.node("fast", &[guests::ECHO])?;
+    let slow = mesh.node("slow", &[guests::MISBEHAVE])?;
+    let client = mesh_client(&mesh.nats.url(), &mesh.redis.url()).await?;
+    let dispatcher = client.dispatcher().clone();
+    let race = topic("race.go");
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut delays = Vec::with_capacity(DISPATCHES);
+    for _ in 0..DISPATCHES {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        delays.push(seed % 401);
+    }
+    let results = futures::stream::iter(delays)
+        .map(|delay| {
+            let (dispatcher, race) = (dispatcher.clone(), race.clone());
+            async move {
+                let options = DispatchOptions { grace: Duration::from_millis(200), ..options(200, 20_000) };
+                dispatcher.dispatch(race, delay.to_string().into_bytes(), &options).await
+            }
+        })
+        .buffer_unordered(400)
+        .collect::<Vec<_>>()
+        .await;
+    let mut slow_partials = 0u64;
+    for result in results {
+        let outcome = result?;
+        assert_eq!(outcome.status, Status::Complete, "{}", outcome.to_json());
+        assert!(outcome.partials.iter().any(|p| p.worker.plugin == "echo"), "{}", outcome.to_json());
+        slow_partials += outcome.partials.iter().filter(|p| p.worker.plugin == "misbehave").count() as u64;
+    }
+    // Late deciders may still be making up their minds: wait until every
+    // task has been declared or refused.
+    let until = Instant::now() + Duration::from_secs(10);
+    let stats = loop {
+        let stats = stats(&slow.url, "misbehave").await?;
+        let settled = stats["declared"].as_u64().unwrap_or(0) + stats["refused"].as_u64().unwrap_or(0);
+        if settled == DISPATCHES as u64 || Instant::now() > until {
+            break stats;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let declared = stats["declared"].as_u64().unwrap_or(u64::MAX);
+    let refused = stats["refused"].as_u64().unwrap_or(u64::MAX);
+    assert_eq!(declared + refused, DISPATCHES as u64, "{stats}");
+    assert_eq!(declared, slow_partials, "an accepted declaration is missing from its outcome: {stats}");
+    assert!(declared > 1000 && refused > 1000, "the delays should straddle the window: {stats}");
+    mesh.redis.assert_every_key_expires().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_mid_task_is_reported_missing_long_before_the_deadline() -> anyhow::Result<()> {
+    let mesh = Mesh::start()?;
+    let _a = mesh.node("a", &[guests::ECHO])?;
+    let mut b = mesh.node("b", &[guests::MISBEHAVE])?;
+    let client = mesh_client(&mesh.nats.url(), &mesh.redis.url()).await?;
+    let dispatcher = client.dispatcher().clone();
+    let started = Instant::now();
+    let pending = tokio::spawn(async move {
+        dispatcher.dispatch(topic("misbehave.sleep"), b"60000".to_vec(), &options(3000, 30_000)).await
+    });
+    // Wait until the worker has declared, then kill its node without warning.
+    let until = Instant::now() + Duration::from_secs(10);
+    while stats(&b.url, "misbehave").await?["declared"] != 1 {
+        anyhow::ensure!(Instant::now() < until, "the worker never declared");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    b.process.0.kill()?;
+    let outcome = pending.await??;
+    let elapsed = started.elapsed();
+    assert_eq!(outcome.status, Status::Incomplete, "{}", outcome.to_json());
+    assert_eq!(outcome.missing, ["b/misbehave@0.1.0"]);
+    assert!(elapsed < Duration::from_secs(8), "the dead node was noticed after {elapsed:?}");
+    mesh.redis.assert_every_key_expires().await
+}
+
+/// Dispatches `echo` until one completes, for at most `within`.
+async fn until_echo_answers(client: &anocast::Host, within: Duration) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    loop {
+        let outcome = client.dispatcher().dispatch(topic("echo"), b"back?".to_vec(), &options(500, 2000)).await;
+        if let Ok(outcome) = outcome
+            && outcome.status == Status::Complete
+        {
+            return Ok(started.elapsed());
+        }
+        anyhow::ensure!(started.elapsed() < within, "no dispatch succeeded within {within:?} after the restart");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_ride_out_a_redis_restart() -> anyhow::Result<()> {
+    let mut mesh = Mesh::start()?;
+    let _a = mesh.node("a", &[guests::ECHO])?;
+    let _b = mesh.node("b", &[guests::MISBEHAVE])?;
+    let client = mesh_client(&mesh.nats.url(), &mesh.redis.url()).await?;
+    until_echo_answers(&client, Duration::from_secs(5)).await?;
+
+    // A dispatch in flight when Redis goes away ends with a status by its
+    // deadline.
+    let dispatcher = client.dispatcher().clone();
+    let in_flight = tokio::spawn(async move {
+        let started = Instant::now();
+        let result = dispatcher.dispatch(topic("misbehave.sleep"), b"1500".to_vec(), &options(1000, 4000)).await;
+        (result, started.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    mesh.redis.stop();
+    let (result, elapsed) = in_flight.await?;
+    let outcome = result.context("the in-flight dispatch should end with an outcome")?;
+    assert!(matches!(outcome.status, Status::Complete | Status::TimedOut), "{}", outcome.to_json());
+    assert!(elapsed < Duration::from_millis(5000), "took {elapsed:?}");
+
+    // While Redis is down, dispatches still end by their deadline.
+    let started = Instant::now();
+    let result = client.dispatcher().dispatch(topic("echo"), b"x".to_vec(), &options(300, 1500)).await;
+    assert!(started.elapsed() < Duration::from_millis(2500), "took {:?}: {result:?}", started.elapsed());
+
+    mesh.redis.restart()?;
+    let recovered = until_echo_answers(&client, Duration::from_secs(15)).await?;
+    eprintln!("dispatches succeed again {recovered:?} after Redis restarted");
+    let outcome = client.dispatcher().dispatch(topic("misbehave.ok"), Vec::new(), &options(1000, 5000)).await?;
+    assert_eq!(outcome.status, Status::Complete);
+    mesh.redis.assert_every_key_expires().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_ride_out_a_nats_restart() -> anyhow::Result<()> {
+    let mut mesh = Mesh::start()?;
+    let _a = mesh.node("a", &[guests::ECHO])?;
+    let _b = mesh.node("b", &[guests::MISBEHAVE])?;
+    let client = mesh_client(&mesh.nats.url(), &mesh.redis.url()).await?;
+    until_echo_answers(&client, Duration::from_secs(5)).await?;
+
+    let dispatcher = client.dispatcher().clone();
+    let in_flight = tokio::spawn(async move {
+        let started = Instant::now();
+        let result = dispatcher.dispatch(topic("misbehave.sleep"), b"1500".to_vec(), &options(1000, 3000)).await;
+        (result, started.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    mesh.nats.stop();
+    let (result, elapsed) = in_flight.await?;
+    let outcome = result.context("the in-flight dispatch should end with an outcome")?;
+    // The partial was lost with the server: the deadline ends the dispatch.
+    assert_eq!(outcome.status, Status::TimedOut, "{}", outcome.to_json());
+    assert_eq!(outcome.missing, ["b/misbehave@0.1.0"]);
+    assert!(elapsed < Duration::from_millis(4000), "took {elapsed:?}");
+
+    mesh.nats.restart()?;
+    let recovered = until_echo_answers(&client, Duration::from_secs(20)).await?;
+    eprintln!("dispatches succeed again {recovered:?} after NATS restarted");
+    let outcome = client.dispatcher().dispatch(topic("misbehave.ok"), Vec::new(), &options(1000, 5000)).await?;
+    assert_eq!(outcome.status, Status::Complete, "{}", outcome.to_json());
+    mesh.redis.assert_every_key_expires().await
+}
+
+#[test]
+fn unreachable_servers_fail_at_start_with_one_line() -> anyhow::Result<()> {
+    let dir = PluginDir::with(&[guests::ECHO])?;
+    let dead = format!("127.0.0.1:{}", anocast_tests::servers::free_port()?);
+    let redis = Redis::start()?;
+    let nats = Nats::start()?;
+    for (nats_url, redis_url, needle) in [
+        (format!("nats://{dead}"), redis.url(), "cannot connect to NATS"),
+        (nats.url(), format!("redis://{dead}"), "cannot connect to Redis"),
+    ] {
+        let out = std::process::Command::new(EXE)
+            .args(["serve", "--http", "127.0.0.1:0", "--nats", &nats_url, "--redis", &redis_url, "--plugins"])
+            .arg(dir.path())
+            .output()?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error: ")).collect();
+        assert_eq!(errors.len(), 1, "{stderr}");
+        assert!(errors[0].contains(needle), "{stderr}");
+    }
+    let out = std::process::Command::new(EXE)
+        .args(["serve", "--http", "127.0.0.1:0", "--nats", &nats.url(), "--plugins"])
+        .arg(dir.path())
+        .output()?;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs --redis"));
+    Ok(())
+}
