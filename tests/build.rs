@@ -41,9 +41,9 @@ fn main() {
         let path = release.join(format!("{}.wasm", plugin.replace('-', "_")));
         consts.push_str(&constant(plugin, &path));
     }
-    for example in ["echo", "echo2", "echo3", "echo4", "misbehave", "bad-describe", "wrong-world"] {
+    for example in examples(&manifest_dir.join("guests").join("examples")) {
         let path = release.join("examples").join(format!("{}.wasm", example.replace('-', "_")));
-        consts.push_str(&constant(example, &path));
+        consts.push_str(&constant(&example, &path));
     }
     std::fs::write(out_dir.join("guests.rs"), consts).expect("writing guests.rs");
 }
@@ -55,6 +55,17 @@ fn rust_plugins(dir: &Path) -> Vec<String> {
         .filter_map(Result::ok)
         .filter(|e| e.path().join("Cargo.toml").is_file())
         .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// The test guests: one example file each.
+fn examples(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("reading tests/guests/examples")
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_string_lossy().strip_suffix(".rs").map(str::to_owned))
         .collect();
     names.sort();
     names

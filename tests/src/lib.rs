@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anocast::{DispatchOptions, Host, HostConfig, RuntimeConfig};
 
+pub mod bench;
 pub mod servers;
 
 /// Paths of the components built by `build.rs`.

@@ -265,16 +265,13 @@ fn test() -> anyhow::Result<()> {
 
 fn bench(args: &[String]) -> anyhow::Result<()> {
     plugins()?;
-    ensure_wasm_target()?;
-    step("building the benchmark guests");
-    cargo_wasm(&["build"], "tests/guests/Cargo.toml", &["--examples"], &[])?;
-    let guest_target = guest_target_dir();
-    step("cargo bench (release build; the first one takes several minutes)");
-    run(
-        cargo()
-            .args(["bench", "-p", "anocast-host", "--bench", "dispatch", "--"])
-            .args(args)
-            .env("ANOCAST_BENCH_GUESTS", guest_target.join("wasm32-wasip2/release/examples")),
-        "cargo bench",
-    )
+    ensure_packages(&[("redis-server", "redis-server"), ("nats-server", "nats-server")])?;
+    for bench in ["embedded", "distributed"] {
+        step(&format!("benchmark: {bench} (release build; the first one takes several minutes)"));
+        run(
+            cargo().args(["bench", "-p", "anocast-tests", "--bench", bench, "--"]).args(args),
+            &format!("cargo bench {bench}"),
+        )?;
+    }
+    Ok(())
 }

@@ -29,6 +29,28 @@ pub struct NatsBus {
     client: Client,
     /// Messages refused as malformed, since start.
     rejected: Arc<AtomicU64>,
+    inboxes: Arc<Inboxes>,
+}
+
+/// All of this connection's dispatch inboxes share one wildcard subscription
+/// (`<prefix>.*`); replies are routed to each by the last token. That spares
+/// a subscribe and an unsubscribe per dispatch.
+struct Inboxes {
+    prefix: String,
+    next: AtomicU64,
+    routes: Arc<Routes>,
+    _pump: AbortOnDrop,
+}
+
+type Routes = parking_lot::Mutex<rustc_hash::FxHashMap<u64, tokio::sync::mpsc::UnboundedSender<Reply>>>;
+
+/// Unregisters an inbox when dropped.
+struct Unroute(Arc<Inboxes>, u64);
+
+impl Drop for Unroute {
+    fn drop(&mut self) {
+        self.0.routes.lock().remove(&self.1);
+    }
 }
 
 impl NatsBus {
@@ -56,7 +78,33 @@ impl NatsBus {
                 ))
             })?
             .map_err(|e| BusError(format!("cannot connect to NATS at {url}: {e}")))?;
-        Ok(NatsBus { client, rejected: Arc::default() })
+        let rejected = Arc::<AtomicU64>::default();
+        let prefix = client.new_inbox();
+        let mut subscriber = client
+            .subscribe(format!("{prefix}.*"))
+            .await
+            .map_err(|e| BusError(format!("cannot subscribe to the reply inboxes: {e}")))?;
+        let routes: Arc<Routes> = Arc::default();
+        let (table, counter) = (routes.clone(), rejected.clone());
+        let pump = tokio::spawn(async move {
+            while let Some(message) = subscriber.next().await {
+                let id = message.subject.rsplit('.').next().and_then(|id| id.parse::<u64>().ok());
+                let Some(tx) = id.and_then(|id| table.lock().get(&id).cloned()) else {
+                    continue; // a reply to a dispatch that has ended
+                };
+                match decode_reply(message.headers.as_ref(), &message.payload) {
+                    Ok(reply) => {
+                        let _ = tx.send(reply);
+                    }
+                    Err(err) => {
+                        counter.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(%err, "ignored a reply");
+                    }
+                }
+            }
+        });
+        let inboxes = Arc::new(Inboxes { prefix, next: AtomicU64::new(0), routes, _pump: AbortOnDrop(pump) });
+        Ok(NatsBus { client, rejected, inboxes })
     }
 
     /// The underlying client.
@@ -98,31 +146,10 @@ impl ReplySink for NatsSink {
 #[async_trait]
 impl Bus for NatsBus {
     async fn open_inbox(&self) -> Result<Inbox, BusError> {
-        let subject = self.client.new_inbox();
-        let mut subscriber = self
-            .client
-            .subscribe(subject.clone())
-            .await
-            .map_err(|e| BusError(format!("cannot subscribe to an inbox: {e}")))?;
-        let inbox = Inbox::new(subject, Box::new(()));
-        let tx = inbox.sender();
-        let rejected = self.rejected.clone();
-        let pump = tokio::spawn(async move {
-            while let Some(message) = subscriber.next().await {
-                match decode_reply(message.headers.as_ref(), &message.payload) {
-                    Ok(reply) => {
-                        if tx.send(reply).is_err() {
-                            break;
-                        }
-                    }
-                    Err(err) => {
-                        rejected.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(%err, "ignored a reply");
-                    }
-                }
-            }
-        });
-        Ok(inbox.with_registration(Box::new(AbortOnDrop(pump))))
+        let id = self.inboxes.next.fetch_add(1, Ordering::Relaxed);
+        let inbox = Inbox::new(format!("{}.{id}", self.inboxes.prefix), Box::new(()));
+        self.inboxes.routes.lock().insert(id, inbox.sender());
+        Ok(inbox.with_registration(Box::new(Unroute(self.inboxes.clone(), id))))
     }
 
     async fn broadcast(&self, task: Arc<Task>, inbox: &mut Inbox) -> Result<Option<usize>, BusError> {

@@ -125,7 +125,7 @@ impl Dispatcher {
         let key = task.interest_key();
         let ttl = options.timeout + LIST_TTL_MARGIN;
         self.ledger.open(&key, ttl).await?;
-        let mut finish = FinishList { ledger: self.ledger.clone(), key: Some(key.clone()), ttl };
+        let finish = FinishList { ledger: self.ledger.clone(), key: Some(key.clone()), ttl };
         let mut inbox = self.bus.open_inbox().await?;
         let receivers = match self.bus.broadcast(task.clone(), &mut inbox).await? {
             Some(known) => Some(known),
@@ -134,7 +134,7 @@ impl Dispatcher {
         let check_every = self.registry.as_ref().map_or(options.timeout, |r| r.check_interval());
         let mut liveness = tokio::time::interval_at((started + check_every).into(), check_every);
 
-        let mut gather = Gather::new(&*self.ledger, &key, ttl);
+        let mut gather = Gather::new(&self.ledger, &key, ttl);
         if receivers == Some(0) {
             gather.close().await;
         }
@@ -150,7 +150,7 @@ impl Dispatcher {
                             gather.close().await;
                         }
                     }
-                    Some(Reply::Partial(partial)) => gather.partial(partial).await,
+                    Some(Reply::Partial(partial)) => gather.partial(partial),
                     None => break,
                 },
                 _ = sleep_until(grace_ends.into()), if gather.open => gather.close().await,
@@ -173,10 +173,8 @@ impl Dispatcher {
         }
         let mut missing: Vec<String> = gather.waiting.drain().chain(gather.lost.drain(..)).collect();
         missing.sort();
-        finish.key = None;
-        if let Err(err) = self.ledger.finish(&key, ttl).await {
-            tracing::warn!(%err, key, "could not finish an interest list; its time-to-live will");
-        }
+        // Forgetting the list is not awaited: the outcome is final already.
+        drop(finish);
         let mut partials = std::mem::take(&mut gather.partials);
         partials.sort_by(|a, b| a.worker.cmp(&b.worker));
         Ok(Outcome {
@@ -196,7 +194,7 @@ impl Dispatcher {
 /// abort it: the dispatcher goes on with what it has seen itself (the
 /// acknowledged declarations) and the deadline still ends it.
 struct Gather<'a> {
-    ledger: &'a dyn Ledger,
+    ledger: &'a Arc<dyn Ledger>,
     key: &'a str,
     ttl: Duration,
     /// Whether the interest window is still open.
@@ -205,6 +203,8 @@ struct Gather<'a> {
     acks: usize,
     /// Workers that acknowledged a declaration and have not replied.
     declared: HashSet<String>,
+    /// Workers whose partial was kept.
+    replied: HashSet<String>,
     /// After the window closed: declared workers still to reply.
     waiting: HashSet<String>,
     /// Declared workers whose node was found dead.
@@ -214,7 +214,7 @@ struct Gather<'a> {
 }
 
 impl<'a> Gather<'a> {
-    fn new(ledger: &'a dyn Ledger, key: &'a str, ttl: Duration) -> Self {
+    fn new(ledger: &'a Arc<dyn Ledger>, key: &'a str, ttl: Duration) -> Self {
         Gather {
             ledger,
             key,
@@ -222,6 +222,7 @@ impl<'a> Gather<'a> {
             open: true,
             acks: 0,
             declared: HashSet::new(),
+            replied: HashSet::new(),
             waiting: HashSet::new(),
             lost: Vec::new(),
             partials: Vec::new(),
@@ -235,7 +236,9 @@ impl<'a> Gather<'a> {
     async fn close(&mut self) {
         self.open = false;
         self.waiting = match self.ledger.close(self.key, self.ttl).await {
-            Ok(list) => list.into_iter().collect(),
+            // Workers that already replied may still be listed: their
+            // settling is not awaited.
+            Ok(list) => list.into_iter().filter(|w| !self.replied.contains(w)).collect(),
             Err(err) => {
                 tracing::warn!(%err, "could not close the interest window in the ledger; waiting for the declarations seen");
                 self.declared.clone()
@@ -243,17 +246,27 @@ impl<'a> Gather<'a> {
         };
     }
 
-    async fn partial(&mut self, partial: Partial) {
+    fn partial(&mut self, partial: Partial) {
         let worker = partial.worker.to_string();
         // Only a declared worker's first partial counts.
         if !self.declared.remove(&worker) {
             tracing::warn!(worker, "ignored a partial from a worker that has not declared, or a second one");
             return;
         }
-        if let Err(err) = self.ledger.settle(self.key, &worker).await {
-            tracing::warn!(%err, worker, "could not settle in the ledger");
-        }
         self.waiting.remove(&worker);
+        // Settle the worker's entry without waiting: the outcome depends on
+        // what this dispatcher has seen, and the entry only matters to the
+        // ledger until `finish` drops the whole list, which makes settling
+        // the last one unnecessary.
+        if self.open || !self.waiting.is_empty() {
+            let (ledger, key, worker) = (self.ledger.clone(), self.key.to_owned(), worker.clone());
+            tokio::spawn(async move {
+                if let Err(err) = ledger.settle(&key, &worker).await {
+                    tracing::warn!(%err, worker, "could not settle in the ledger");
+                }
+            });
+        }
+        self.replied.insert(worker);
         self.partials.push(partial);
     }
 
@@ -273,8 +286,8 @@ impl<'a> Gather<'a> {
     }
 }
 
-/// Forgets a dispatch's list however the dispatch ends, including when its
-/// future is dropped (a client hung up).
+/// Forgets a dispatch's list, in the background, however the dispatch ends,
+/// including when its future is dropped (a client hung up).
 struct FinishList {
     ledger: Arc<dyn Ledger>,
     key: Option<String>,

@@ -1,0 +1,141 @@
+//! Distributed dispatch latency and throughput over loopback, with K = 1, 4
+//! and 16 interested workers, next to the floor measured in the same run:
+//! a bare NATS request-reply round trip + two Redis round trips + the
+//! embedded per-task cost (fresh instance + `interested` + `handle`).
+//!
+//! One process holds a node with sixteen echo plugins and a plugin-less
+//! dispatcher; they talk through a `nats-server` and a `redis-server`
+//! started for the run on free ports. `cargo xtask bench` runs it;
+//! `-- --quick` for a short run.
+
+use std::time::Duration;
+
+use anocast::{DispatchOptions, Host, HostConfig, MeshConfig, RuntimeConfig, Topic};
+use anocast_tests::bench::{self, Settings, direct, dispatch, dispatch_throughput, measure, row, verdict, wit_task};
+use anocast_tests::servers::{Nats, Redis};
+use anocast_tests::{PluginDir, guests};
+use futures::StreamExt;
+
+fn main() -> anyhow::Result<()> {
+    bench::run(|| distributed(Settings::from_args()))
+}
+
+async fn distributed(settings: Settings) -> anyhow::Result<()> {
+    let (nats, redis) = (Nats::start()?, Redis::start()?);
+    let mesh = MeshConfig::new(&nats.url(), &redis.url());
+    let echoes = [
+        guests::ECHO,
+        guests::ECHO2,
+        guests::ECHO3,
+        guests::ECHO4,
+        guests::ECHO5,
+        guests::ECHO6,
+        guests::ECHO7,
+        guests::ECHO8,
+        guests::ECHO9,
+        guests::ECHO10,
+        guests::ECHO11,
+        guests::ECHO12,
+        guests::ECHO13,
+        guests::ECHO14,
+        guests::ECHO15,
+        guests::ECHO16,
+    ];
+    let dir = PluginDir::with(&echoes)?;
+    let node = Host::start(HostConfig {
+        plugins: Some(dir.path().to_owned()),
+        node_id: "bench-node".into(),
+        runtime: RuntimeConfig::default(),
+        mesh: Some(mesh.clone()),
+    })
+    .await?;
+    anyhow::ensure!(node.plugins().loaded.len() == 16, "failed: {:?}", node.plugins().failed);
+    let client = Host::start(HostConfig {
+        plugins: None,
+        node_id: "bench-client".into(),
+        runtime: RuntimeConfig::default(),
+        mesh: Some(mesh),
+    })
+    .await?;
+    anyhow::ensure!(client.mesh_nodes().len() == 1, "the client does not see the node");
+
+    let payload = b"hello, anocast".to_vec();
+    let options = DispatchOptions { content_type: "text/plain".into(), ..DispatchOptions::default() };
+    let n = settings.latency_samples / 4;
+
+    println!(
+        "anocast distributed dispatch benchmark ({} logical CPUs, loopback)",
+        std::thread::available_parallelism()?.get()
+    );
+    println!("floor = NATS request-reply + 2 Redis round trips + embedded per-task cost, same run\n");
+    println!("latency, one at a time ({n} samples)          {:>10} {:>10} {:>12}", "p50", "p99", "p50/floor");
+
+    // The floor's parts.
+    let nats_client =
+        anocast::bus::NatsBus::connect(&nats.url(), "bench-rr", Duration::from_secs(5)).await?.client().clone();
+    let mut responder = nats_client.subscribe("bench.rr").await?;
+    let replier = nats_client.clone();
+    tokio::spawn(async move {
+        while let Some(message) = responder.next().await {
+            if let Some(reply) = message.reply {
+                let _ = replier.publish(reply, message.payload).await;
+            }
+        }
+    });
+    nats_client.flush().await?;
+    let rr = measure(n, || async {
+        nats_client.request("bench.rr", payload.clone().into()).await?;
+        Ok(())
+    })
+    .await?;
+    row("NATS request-reply", &rr, None);
+    let mut conn = anocast::ledger::connect_redis(&redis.url(), Duration::from_secs(5)).await?;
+    let redis_rt = measure(n, || async {
+        let _: String = redis::cmd("PING").query_async(&mut conn.clone()).await?;
+        Ok(())
+    })
+    .await?;
+    let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+    row("Redis round trip", &redis_rt, None);
+    let echo = node.plugins().loaded.iter().find(|p| p.plugin.info.name == "echo").map(|p| p.plugin.clone());
+    let echo = echo.ok_or_else(|| anyhow::anyhow!("no echo plugin"))?;
+    let task = wit_task("bench.one", &payload);
+    let embedded = measure(n, || direct(&echo, &task)).await?;
+    row("embedded per-task cost", &embedded, None);
+    let floor = rr.p50 + redis_rt.p50 * 2 + embedded.p50;
+    println!("  {:<38} {:>10}", "floor (sum of p50s)", bench::us(floor));
+
+    let mut k1 = None;
+    for (k, name) in [(1, "bench.one"), (4, "bench.four"), (16, "bench.sixteen")] {
+        let topic = Topic::parse(name)?;
+        let stats = measure(n, || dispatch(client.dispatcher(), &topic, &payload, &options, k)).await?;
+        // Each extra worker adds at least its own task to the floor.
+        let floor_k = floor + embedded.p50 * (k as u32 - 1);
+        row(&format!("dispatch, {k} interested"), &stats, Some(floor_k));
+        if k == 1 {
+            k1 = Some(stats);
+        }
+    }
+
+    println!("\nthroughput ({} in flight, {:.1} s)", settings.in_flight, settings.throughput_for.as_secs_f64());
+    let mut t1 = 0.0;
+    for (k, name) in [(1, "bench.one"), (4, "bench.four"), (16, "bench.sixteen")] {
+        let t =
+            dispatch_throughput(&settings, client.dispatcher(), &Topic::parse(name)?, &payload, &options, k).await?;
+        println!(
+            "  {:<38} {:>10.0} /s   (worker replies: {:.0} /s)",
+            format!("dispatch, {k} interested"),
+            t,
+            t * k as f64
+        );
+        if k == 1 {
+            t1 = t;
+        }
+    }
+
+    let ratio = k1.map_or(f64::NAN, |s| s.p50.as_secs_f64() / floor.as_secs_f64());
+    println!("\ntargets: p50 <= 1.5x floor (1 interested): {ratio:.2}x {}", verdict(ratio <= 1.5));
+    println!("         >= 10,000 dispatches/s (1 interested): {t1:.0}/s {}", verdict(t1 >= 10_000.0));
+    node.shutdown().await;
+    Ok(())
+}
