@@ -125,7 +125,7 @@ impl Dispatcher {
         let key = task.interest_key();
         let ttl = options.timeout + LIST_TTL_MARGIN;
         self.ledger.open(&key, ttl).await?;
-        let finish = FinishList { ledger: self.ledger.clone(), key: Some(key.clone()), ttl };
+        let mut finish = FinishList { ledger: self.ledger.clone(), key: Some(key.clone()), ttl };
         let mut inbox = self.bus.open_inbox().await?;
         let receivers = match self.bus.broadcast(task.clone(), &mut inbox).await? {
             Some(known) => Some(known),
@@ -138,6 +138,9 @@ impl Dispatcher {
         if receivers == Some(0) {
             gather.close().await;
         }
+        let grace = sleep_until(grace_ends.into());
+        let expiry = sleep_until(deadline.into());
+        tokio::pin!(grace, expiry);
         while !gather.is_final() {
             tokio::select! {
                 reply = inbox.recv() => match reply {
@@ -150,16 +153,16 @@ impl Dispatcher {
                             gather.close().await;
                         }
                     }
-                    Some(Reply::Partial(partial)) => gather.partial(partial),
+                    Some(Reply::Partial(partial)) => gather.partial(partial).await,
                     None => break,
                 },
-                _ = sleep_until(grace_ends.into()), if gather.open => gather.close().await,
+                _ = &mut grace, if gather.open => gather.close().await,
                 _ = liveness.tick(), if self.registry.is_some() => {
                     if let Some(registry) = &self.registry {
                         gather.drop_lost(&**registry);
                     }
                 }
-                _ = sleep_until(deadline.into()) => break,
+                _ = &mut expiry => break,
             }
         }
         let status = match (gather.is_final(), gather.partials.is_empty(), gather.lost.is_empty()) {
@@ -173,7 +176,14 @@ impl Dispatcher {
         }
         let mut missing: Vec<String> = gather.waiting.drain().chain(gather.lost.drain(..)).collect();
         missing.sort();
-        // Forgetting the list is not awaited: the outcome is final already.
+        // Forgetting the list is not awaited (the outcome is final already)
+        // unless the ledger is in-process.
+        if self.ledger.in_process() {
+            finish.key = None;
+            if let Err(err) = self.ledger.finish(&key, ttl).await {
+                tracing::warn!(%err, key, "could not forget an interest list");
+            }
+        }
         drop(finish);
         let mut partials = std::mem::take(&mut gather.partials);
         partials.sort_by(|a, b| a.worker.cmp(&b.worker));
@@ -246,7 +256,7 @@ impl<'a> Gather<'a> {
         };
     }
 
-    fn partial(&mut self, partial: Partial) {
+    async fn partial(&mut self, partial: Partial) {
         let worker = partial.worker.to_string();
         // Only a declared worker's first partial counts.
         if !self.declared.remove(&worker) {
@@ -260,11 +270,16 @@ impl<'a> Gather<'a> {
         // the last one unnecessary.
         if self.open || !self.waiting.is_empty() {
             let (ledger, key, worker) = (self.ledger.clone(), self.key.to_owned(), worker.clone());
-            tokio::spawn(async move {
+            let settle = async move {
                 if let Err(err) = ledger.settle(&key, &worker).await {
                     tracing::warn!(%err, worker, "could not settle in the ledger");
                 }
-            });
+            };
+            if self.ledger.in_process() {
+                settle.await;
+            } else {
+                tokio::spawn(settle);
+            }
         }
         self.replied.insert(worker);
         self.partials.push(partial);

@@ -102,6 +102,10 @@ impl Ledger for MemoryLedger {
         self.shard(key).lock().lists.remove(key);
         Ok(())
     }
+
+    fn in_process(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]

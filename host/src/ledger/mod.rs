@@ -56,4 +56,10 @@ pub trait Ledger: Send + Sync + 'static {
 
     /// Forgets the list; declarations stay refused for `ttl`.
     async fn finish(&self, key: &str, ttl: Duration) -> Result<(), LedgerError>;
+
+    /// Whether calls complete in-process, without I/O: the dispatcher then
+    /// makes them inline rather than in the background.
+    fn in_process(&self) -> bool {
+        false
+    }
 }
