@@ -70,12 +70,21 @@ impl Drop for Child {
 /// Starts `anocast serve` (the binary at `exe`) on a free port with `dir`
 /// as plugins folder; returns the process and its base URL once it serves.
 pub fn spawn_serve(exe: &str, dir: &Path, node_id: &str, extra: &[&str]) -> anyhow::Result<(Child, String)> {
+    let mut args = vec!["serve", "--node-id", node_id, "--http", "127.0.0.1:0", "--plugins"];
+    let dir = dir.to_str().ok_or_else(|| anyhow::anyhow!("non-UTF-8 path"))?;
+    args.push(dir);
+    args.extend_from_slice(extra);
+    spawn_anocast(exe, &args, &[])
+}
+
+/// Starts the binary at `exe` with `args` and `envs`; returns the process
+/// and the base URL of its HTTP API once it logs that it serves.
+pub fn spawn_anocast(exe: &str, args: &[&str], envs: &[(&str, &str)]) -> anyhow::Result<(Child, String)> {
     use std::io::BufRead;
     let mut child = Child(
         std::process::Command::new(exe)
-            .args(["serve", "--node-id", node_id, "--http", "127.0.0.1:0", "--plugins"])
-            .arg(dir)
-            .args(extra)
+            .args(args)
+            .envs(envs.iter().copied())
             .env("ANOCAST_LOG", "info")
             .stderr(std::process::Stdio::piped())
             .spawn()?,

@@ -342,3 +342,61 @@ fn unreachable_servers_fail_at_start_with_one_line() -> anyhow::Result<()> {
     assert!(String::from_utf8_lossy(&out.stderr).contains("needs --redis"));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_file_and_the_environment_configure_a_node() -> anyhow::Result<()> {
+    let mesh = Mesh::start()?;
+    let dir = PluginDir::with(&[guests::ECHO])?;
+    let config = dir.write(
+        "node.toml",
+        format!(
+            "plugins = {:?}\nnats = {:?}\nredis = {:?}\nnode_id = \"from-file\"\nliveness = \"2s\"\nmemory_limit_mib = 32\n",
+            dir.path().display().to_string(),
+            mesh.nats.url(),
+            mesh.redis.url()
+        )
+        .as_bytes(),
+    )?;
+    let config = config.to_str().context("utf-8 path")?;
+    // The environment overrides the file.
+    let (_node, url) = anocast_tests::spawn_anocast(
+        EXE,
+        &["serve", "--config", config, "--http", "127.0.0.1:0"],
+        &[("ANOCAST_NODE_ID", "from-env")],
+    )?;
+    let plugins: Value = reqwest::get(format!("{url}/v1/plugins")).await?.json().await?;
+    assert_eq!(plugins["node"], "from-env");
+    assert_eq!(plugins["mode"], "distributed");
+    let outcome = http_dispatch(&url, "echo", "configured").await?;
+    assert_eq!(workers(&outcome), ["from-env/echo@1.0.0"]);
+
+    let bad = dir.write("bad.toml", b"plugins = \"x\"\nnatss = \"typo\"\n")?;
+    let out = std::process::Command::new(EXE).args(["serve", "--config"]).arg(&bad).output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.lines().count() == 1 && stderr.contains("unknown field `natss`"), "{stderr}");
+    mesh.redis.assert_every_key_expires().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_messages_on_the_wire_change_nothing() -> anyhow::Result<()> {
+    let mesh = Mesh::start()?;
+    let node = mesh.node("a", &[guests::ECHO])?;
+    let client = mesh_client(&mesh.nats.url(), &mesh.redis.url()).await?;
+    let raw = anocast::bus::NatsBus::connect(&mesh.nats.url(), "garbage", Duration::from_secs(5)).await?;
+    let nats = raw.client();
+    // No headers, no reply subject, bad headers, a bad topic.
+    nats.publish("anocast.task.echo", "no headers".into()).await?;
+    nats.publish_with_reply("anocast.task.echo", "_INBOX.nowhere", "no headers".into()).await?;
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Anocast-Request-Id", "r");
+    headers.insert("Anocast-Deadline", "tomorrow");
+    nats.publish_with_reply_and_headers("anocast.task.echo", "_INBOX.nowhere", headers, "bad".into()).await?;
+    nats.flush().await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(stats(&node.url, "echo").await?["received"], 0, "garbage must not reach a plugin");
+    let outcome = client.dispatcher().dispatch(topic("echo"), b"still fine".to_vec(), &options(1000, 5000)).await?;
+    assert_eq!(outcome.status, Status::Complete);
+    assert_eq!(stats(&node.url, "echo").await?["received"], 1);
+    mesh.redis.assert_every_key_expires().await
+}
