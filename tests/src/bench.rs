@@ -42,14 +42,18 @@ pub struct Stats {
     pub p99: Duration,
 }
 
-fn stats(mut samples: Vec<Duration>) -> Stats {
-    samples.sort();
-    let at = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
-    Stats { p50: at(0.50), p99: at(0.99) }
+impl Stats {
+    /// The percentiles of `samples`.
+    pub fn of(mut samples: Vec<Duration>) -> Stats {
+        samples.sort();
+        let at = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
+        Stats { p50: at(0.50), p99: at(0.99) }
+    }
 }
 
-/// Latency of `f`, one call at a time, after a warm-up of a tenth as many.
-pub async fn measure<F, Fut>(n: usize, mut f: F) -> anyhow::Result<Stats>
+/// `n` latencies of `f`, one call at a time, after a warm-up of a tenth as
+/// many.
+pub async fn sample<F, Fut>(n: usize, mut f: F) -> anyhow::Result<Vec<Duration>>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
@@ -63,7 +67,16 @@ where
         f().await?;
         samples.push(t.elapsed());
     }
-    Ok(stats(samples))
+    Ok(samples)
+}
+
+/// Latency percentiles of `f`, one call at a time.
+pub async fn measure<F, Fut>(n: usize, f: F) -> anyhow::Result<Stats>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    Ok(Stats::of(sample(n, f).await?))
 }
 
 /// Completions per second with `settings.in_flight` loops running `f`.

@@ -177,12 +177,29 @@ impl Bus for NatsBus {
                 .map_err(|e| BusError(format!("cannot subscribe to {subject}: {e}")))?;
             let (client, receiver, rejected) = (self.client.clone(), receiver.clone(), self.rejected.clone());
             pumps.push(AbortOnDrop(tokio::spawn(async move {
-                while let Some(message) = subscriber.next().await {
+                // One task at a time runs inside this pump, sparing a hop
+                // between threads when the node is lightly loaded; tasks that
+                // arrive while it runs are spawned, so that they spread over
+                // the executor's threads.
+                let mut inline = futures::stream::FuturesUnordered::new();
+                loop {
+                    let message = tokio::select! {
+                        message = subscriber.next() => match message {
+                            Some(message) => message,
+                            None => break,
+                        },
+                        Some(()) = inline.next(), if !inline.is_empty() => continue,
+                    };
                     let task = decode_task(&message.subject, message.headers.as_ref(), &message.payload);
                     match (task, message.reply) {
                         (Ok(task), Some(reply)) => {
                             let sink = Arc::new(NatsSink { client: client.clone(), subject: reply });
-                            tokio::spawn(receiver.receive(Arc::new(task), sink));
+                            let work = receiver.receive(Arc::new(task), sink);
+                            if inline.is_empty() {
+                                inline.push(work);
+                            } else {
+                                tokio::spawn(work);
+                            }
                         }
                         (Err(err), _) => {
                             rejected.fetch_add(1, Ordering::Relaxed);
