@@ -5,7 +5,9 @@
 //! `cargo xtask bench` runs it; `-- --quick` for a short run.
 
 use anocast::{DispatchOptions, RuntimeConfig, Topic};
-use anocast_tests::bench::{self, Settings, direct, dispatch, dispatch_throughput, measure, row, verdict, wit_task};
+use anocast_tests::bench::{
+    self, Settings, Stats, direct, dispatch, dispatch_throughput, row, sample, verdict, wit_task,
+};
 use anocast_tests::{PluginDir, guests, start_host};
 
 fn main() -> anyhow::Result<()> {
@@ -29,26 +31,33 @@ async fn embedded(settings: Settings) -> anyhow::Result<()> {
         settings.latency_samples, "p50", "p99", "p50/floor"
     );
 
+    // Floor and dispatch are measured in alternating rounds, so that drift
+    // on a shared machine affects both alike.
+    const ROUNDS: usize = 5;
     let task_one = wit_task("bench.one", &payload);
-    let floor1 = measure(settings.latency_samples, || direct(&echo, &task_one)).await?;
-    row("floor, 1 plugin", &floor1, None);
     let topic_one = Topic::parse("bench.one")?;
-    let d1 =
-        measure(settings.latency_samples, || dispatch(one.dispatcher(), &topic_one, &payload, &options, 1)).await?;
-    row("dispatch, 1 interested", &d1, Some(floor1.p50));
-
     let task_four = wit_task("bench.four", &payload);
-    let floor4 = measure(settings.latency_samples / 2, || async {
-        for plugin in &all {
-            direct(plugin, &task_four).await?;
-        }
-        Ok(())
-    })
-    .await?;
-    row("floor, 4 plugins (in turn)", &floor4, None);
     let topic_four = Topic::parse("bench.four")?;
-    let d4 = measure(settings.latency_samples / 2, || dispatch(four.dispatcher(), &topic_four, &payload, &options, 4))
-        .await?;
+    let (mut f1, mut d1, mut f4, mut d4) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let per_round = settings.latency_samples / ROUNDS;
+    for _ in 0..ROUNDS {
+        f1.extend(sample(per_round, || direct(&echo, &task_one)).await?);
+        d1.extend(sample(per_round, || dispatch(one.dispatcher(), &topic_one, &payload, &options, 1)).await?);
+        f4.extend(
+            sample(per_round / 2, || async {
+                for plugin in &all {
+                    direct(plugin, &task_four).await?;
+                }
+                Ok(())
+            })
+            .await?,
+        );
+        d4.extend(sample(per_round / 2, || dispatch(four.dispatcher(), &topic_four, &payload, &options, 4)).await?);
+    }
+    let (floor1, d1, floor4, d4) = (Stats::of(f1), Stats::of(d1), Stats::of(f4), Stats::of(d4));
+    row("floor, 1 plugin", &floor1, None);
+    row("dispatch, 1 interested", &d1, Some(floor1.p50));
+    row("floor, 4 plugins (in turn)", &floor4, None);
     row("dispatch, 4 interested", &d4, Some(floor4.p50));
 
     println!("\nthroughput ({} in flight, {:.1} s)", settings.in_flight, settings.throughput_for.as_secs_f64());
