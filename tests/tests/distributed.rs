@@ -400,3 +400,28 @@ async fn malformed_messages_on_the_wire_change_nothing() -> anyhow::Result<()> {
     assert_eq!(stats(&node.url, "echo").await?["received"], 1);
     mesh.redis.assert_every_key_expires().await
 }
+
+#[tokio::test]
+async fn the_redis_ledger_closes_atomically_on_the_last_expected_answer() -> anyhow::Result<()> {
+    use anocast::ledger::{Declaration, Ledger, RedisLedger, connect_redis};
+    let redis = Redis::start()?;
+    let ledger = RedisLedger::new(connect_redis(&redis.url(), Duration::from_secs(5)).await?);
+    let ttl = Duration::from_secs(30);
+    ledger.open("t-1", ttl).await?;
+    assert_eq!(ledger.declare("t-1", "n/a@1", ttl, 3).await?, Declaration { accepted: true, closed: None });
+    assert_eq!(ledger.decline("t-1", ttl, 3).await?, None);
+    let last = ledger.declare("t-1", "n/c@1", ttl, 3).await?;
+    assert_eq!(last, Declaration { accepted: true, closed: Some(vec!["n/a@1".into(), "n/c@1".into()]) });
+    assert!(!ledger.declare("t-1", "n/late@1", ttl, 3).await?.accepted, "the window closed with the last answer");
+    assert_eq!(ledger.settle("t-1", "n/a@1").await?, 1);
+
+    // Without an expected count, only close() closes the window.
+    assert!(ledger.declare("t-2", "n/a@1", ttl, 0).await?.accepted);
+    assert_eq!(ledger.decline("t-2", ttl, 0).await?, None);
+    assert_eq!(ledger.close("t-2", ttl).await?, ["n/a@1"]);
+    assert!(!ledger.declare("t-2", "n/b@1", ttl, 0).await?.accepted);
+    ledger.finish("t-2", ttl).await?;
+    ledger.finish("t-1", ttl).await?;
+    assert!(!ledger.declare("t-1", "n/after@1", ttl, 0).await?.accepted, "finished lists stay closed");
+    redis.assert_every_key_expires().await
+}

@@ -24,6 +24,10 @@ pub struct Task {
     pub depth: u32,
     /// Request ids of the tasks this one was dispatched from, oldest first.
     pub ancestry: Vec<String>,
+    /// How many receiving groups the dispatcher expects to answer (0:
+    /// unknown). The answer that brings the count to this number closes the
+    /// interest window in the ledger, sparing the dispatcher a round trip.
+    pub expected: u32,
 }
 
 impl Task {
@@ -96,6 +100,9 @@ pub enum Reply {
         worker: WorkerId,
         /// Its answer.
         interest: Interest,
+        /// When this answer was the last expected one, it closed the
+        /// interest window: the workers that had declared by then.
+        closed: Option<Vec<String>>,
     },
     /// A declared worker's result.
     Partial(Partial),

@@ -31,6 +31,8 @@ const KIND: &str = "Anocast-Kind";
 const WORKER: &str = "Anocast-Worker";
 const INTEREST: &str = "Anocast-Interest";
 const STATUS: &str = "Anocast-Status";
+const EXPECTED: &str = "Anocast-Expected";
+const CLOSED: &str = "Anocast-Closed";
 
 /// Why a message was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -54,6 +56,9 @@ pub fn encode_task(task: &Task) -> (HeaderMap, Bytes) {
     headers.insert(DEPTH, task.depth.to_string().as_str());
     headers.insert(ANCESTRY, task.ancestry.join(",").as_str());
     headers.insert(CONTENT_TYPE, task.content_type.as_str());
+    if task.expected > 0 {
+        headers.insert(EXPECTED, task.expected.to_string().as_str());
+    }
     (headers, Bytes::copy_from_slice(&task.payload))
 }
 
@@ -78,6 +83,10 @@ pub fn decode_task(subject: &str, headers: Option<&HeaderMap>, body: &[u8]) -> R
         deadline: UNIX_EPOCH + Duration::from_millis(deadline),
         depth,
         ancestry,
+        expected: match headers.and_then(|h| h.get(EXPECTED)) {
+            Some(n) => n.as_str().parse().map_err(|_| WireError("bad expected count".into()))?,
+            None => 0,
+        },
     })
 }
 
@@ -85,7 +94,7 @@ pub fn decode_task(subject: &str, headers: Option<&HeaderMap>, body: &[u8]) -> R
 pub fn encode_reply(reply: &Reply) -> (HeaderMap, Bytes) {
     let mut headers = HeaderMap::new();
     match reply {
-        Reply::Ack { worker, interest } => {
+        Reply::Ack { worker, interest, closed } => {
             headers.insert(KIND, "ack");
             headers.insert(WORKER, worker.to_string().as_str());
             let interest = match interest {
@@ -94,7 +103,15 @@ pub fn encode_reply(reply: &Reply) -> (HeaderMap, Bytes) {
                 Interest::Refused => "refused",
             };
             headers.insert(INTEREST, interest);
-            (headers, Bytes::new())
+            match closed {
+                // The declared workers, one per line (worker ids hold no
+                // whitespace).
+                Some(list) => {
+                    headers.insert(CLOSED, "1");
+                    (headers, Bytes::from(list.join("\n")))
+                }
+                None => (headers, Bytes::new()),
+            }
         }
         Reply::Partial(partial) => {
             headers.insert(KIND, "partial");
@@ -120,7 +137,19 @@ pub fn decode_reply(headers: Option<&HeaderMap>, body: &[u8]) -> Result<Reply, W
                 "refused" => Interest::Refused,
                 other => return Err(WireError(format!("unknown interest {other:?}"))),
             };
-            Ok(Reply::Ack { worker, interest })
+            let closed = match headers.and_then(|h| h.get(CLOSED)).map(|v| v.as_str()) {
+                None => None,
+                Some("1") => {
+                    let text = std::str::from_utf8(body).map_err(|_| WireError("closed list is not UTF-8".into()))?;
+                    let list: Vec<String> = text.split('\n').filter(|w| !w.is_empty()).map(str::to_owned).collect();
+                    if list.iter().any(|w| WorkerId::parse(w).is_none()) {
+                        return Err(WireError("bad worker id in the closed list".into()));
+                    }
+                    Some(list)
+                }
+                Some(other) => return Err(WireError(format!("bad {CLOSED} {other:?}"))),
+            };
+            Ok(Reply::Ack { worker, interest, closed })
         }
         "partial" => {
             let result = match header(headers, STATUS)? {
@@ -152,6 +181,7 @@ mod tests {
             deadline: UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
             depth: 2,
             ancestry: vec!["a".into(), "b".into()],
+            expected: 3,
         }
     }
 
@@ -167,14 +197,21 @@ mod tests {
         assert_eq!(decoded.deadline, original.deadline);
         assert_eq!(decoded.depth, 2);
         assert_eq!(decoded.ancestry, ["a", "b"]);
+        assert_eq!(decoded.expected, 3);
     }
 
     #[test]
     fn replies_round_trip() {
         let worker = WorkerId { node: "n1".into(), plugin: "p".into(), version: "1.0@beta".into() };
         for reply in [
-            Reply::Ack { worker: worker.clone(), interest: Interest::Declared },
-            Reply::Ack { worker: worker.clone(), interest: Interest::Refused },
+            Reply::Ack { worker: worker.clone(), interest: Interest::Declared, closed: None },
+            Reply::Ack { worker: worker.clone(), interest: Interest::Refused, closed: None },
+            Reply::Ack {
+                worker: worker.clone(),
+                interest: Interest::NotInterested,
+                closed: Some(vec!["a/x@1".into(), "b/y@2".into()]),
+            },
+            Reply::Ack { worker: worker.clone(), interest: Interest::Declared, closed: Some(vec![]) },
             Reply::Partial(Partial { worker: worker.clone(), result: Ok(vec![0, 255]) }),
             Reply::Partial(Partial { worker: worker.clone(), result: Err("nope".into()) }),
         ] {

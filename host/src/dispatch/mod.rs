@@ -112,6 +112,9 @@ impl Dispatcher {
         let started = Instant::now();
         let deadline = started + options.timeout;
         let grace_ends = started + options.grace.min(options.timeout);
+        // How many receivers the registry (distributed mode) expects; the
+        // last of them to answer closes the window in the ledger.
+        let expected = self.registry.as_ref().and_then(|r| r.expected_receivers(topic.as_str()));
         let task = Arc::new(Task {
             request_id: Arc::from(uuid::Uuid::now_v7().to_string()),
             topic,
@@ -120,6 +123,7 @@ impl Dispatcher {
             deadline: SystemTime::now() + options.timeout,
             depth: 0,
             ancestry: Vec::new(),
+            expected: expected.and_then(|n| u32::try_from(n).ok()).unwrap_or(0),
         });
         tracing::Span::current().record("request_id", &*task.request_id);
         let key = task.interest_key();
@@ -127,10 +131,7 @@ impl Dispatcher {
         self.ledger.open(&key, ttl).await?;
         let mut finish = FinishList { ledger: self.ledger.clone(), key: Some(key.clone()), ttl };
         let mut inbox = self.bus.open_inbox().await?;
-        let receivers = match self.bus.broadcast(task.clone(), &mut inbox).await? {
-            Some(known) => Some(known),
-            None => self.registry.as_ref().and_then(|r| r.expected_receivers(task.topic.as_str())),
-        };
+        let receivers = self.bus.broadcast(task.clone(), &mut inbox).await?.or(expected);
         let check_every = self.registry.as_ref().map_or(options.timeout, |r| r.check_interval());
         let mut liveness = tokio::time::interval_at((started + check_every).into(), check_every);
 
@@ -144,13 +145,16 @@ impl Dispatcher {
         while !gather.is_final() {
             tokio::select! {
                 reply = inbox.recv() => match reply {
-                    Some(Reply::Ack { worker, interest }) => {
+                    Some(Reply::Ack { worker, interest, closed }) => {
                         gather.acks += 1;
                         if interest == Interest::Declared {
                             gather.declared.insert(worker.to_string());
                         }
-                        if gather.open && Some(gather.acks) == receivers {
-                            gather.close().await;
+                        match closed {
+                            // The last expected answer closed the window.
+                            Some(list) if gather.open => gather.closed(list),
+                            _ if gather.open && Some(gather.acks) == receivers => gather.close().await,
+                            _ => {}
                         }
                     }
                     Some(Reply::Partial(partial)) => gather.partial(partial).await,
@@ -244,16 +248,22 @@ impl<'a> Gather<'a> {
     }
 
     async fn close(&mut self) {
-        self.open = false;
-        self.waiting = match self.ledger.close(self.key, self.ttl).await {
-            // Workers that already replied may still be listed: their
-            // settling is not awaited.
-            Ok(list) => list.into_iter().filter(|w| !self.replied.contains(w)).collect(),
+        match self.ledger.close(self.key, self.ttl).await {
+            Ok(list) => self.closed(list),
             Err(err) => {
                 tracing::warn!(%err, "could not close the interest window in the ledger; waiting for the declarations seen");
-                self.declared.clone()
+                self.open = false;
+                self.waiting = self.declared.clone();
             }
-        };
+        }
+    }
+
+    /// The window is closed; `list` holds who had declared by then.
+    fn closed(&mut self, list: Vec<String>) {
+        self.open = false;
+        // Workers that already replied may still be listed: their settling
+        // is not awaited.
+        self.waiting = list.into_iter().filter(|w| !self.replied.contains(w)).collect();
     }
 
     async fn partial(&mut self, partial: Partial) {

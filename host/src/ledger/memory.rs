@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 use rustc_hash::{FxBuildHasher, FxHashMap};
 
-use super::{Ledger, LedgerError};
+use super::{Declaration, Ledger, LedgerError};
 
 const SHARDS: usize = 16;
 
@@ -27,7 +27,22 @@ struct Shard {
 struct List {
     open: bool,
     workers: Vec<String>,
+    answers: u32,
     expires: Instant,
+}
+
+impl List {
+    /// Counts one answer; closes the window when it makes the count.
+    fn answer(&mut self, expected: u32) -> Option<Vec<String>> {
+        if expected == 0 {
+            return None;
+        }
+        self.answers += 1;
+        (self.answers >= expected).then(|| {
+            self.open = false;
+            self.workers.clone()
+        })
+    }
 }
 
 impl Default for MemoryLedger {
@@ -67,18 +82,32 @@ impl Ledger for MemoryLedger {
             shard.lists.retain(|_, list| list.expires > now);
             shard.next_sweep = Some(now + Duration::from_secs(1));
         }
-        shard.lists.insert(key.to_owned(), List { open: true, workers: Vec::new(), expires: now + ttl });
+        shard.lists.insert(key.to_owned(), List { open: true, workers: Vec::new(), answers: 0, expires: now + ttl });
         Ok(())
     }
 
-    async fn declare(&self, key: &str, worker: &str, _ttl: Duration) -> Result<bool, LedgerError> {
+    async fn declare(
+        &self,
+        key: &str,
+        worker: &str,
+        _ttl: Duration,
+        expected: u32,
+    ) -> Result<Declaration, LedgerError> {
         let mut shard = self.shard(key).lock();
         match shard.lists.get_mut(key) {
             Some(list) if list.open && list.expires > Instant::now() => {
                 list.workers.push(worker.to_owned());
-                Ok(true)
+                Ok(Declaration { accepted: true, closed: list.answer(expected) })
             }
-            _ => Ok(false),
+            _ => Ok(Declaration { accepted: false, closed: None }),
+        }
+    }
+
+    async fn decline(&self, key: &str, _ttl: Duration, expected: u32) -> Result<Option<Vec<String>>, LedgerError> {
+        let mut shard = self.shard(key).lock();
+        match shard.lists.get_mut(key) {
+            Some(list) if list.open => Ok(list.answer(expected)),
+            _ => Ok(None),
         }
     }
 
@@ -118,16 +147,31 @@ mod tests {
     async fn the_window_closes_atomically() -> anyhow::Result<()> {
         let ledger = MemoryLedger::new();
         ledger.open("t-1", Duration::from_secs(5)).await?;
-        assert!(ledger.declare("t-1", "a", T).await?);
-        assert!(ledger.declare("t-1", "b", T).await?);
+        assert!(ledger.declare("t-1", "a", T, 0).await?.accepted);
+        assert!(ledger.declare("t-1", "b", T, 0).await?.accepted);
         assert_eq!(ledger.settle("t-1", "a").await?, 1);
         assert_eq!(ledger.close("t-1", T).await?, vec!["b".to_owned()]);
-        assert!(!ledger.declare("t-1", "late", T).await?, "a declaration after close must be refused");
+        assert!(!ledger.declare("t-1", "late", T, 0).await?.accepted, "a declaration after close must be refused");
         assert_eq!(ledger.settle("t-1", "b").await?, 0);
         ledger.finish("t-1", T).await?;
-        assert!(!ledger.declare("t-1", "after-finish", T).await?);
-        assert!(!ledger.declare("never-opened", "x", T).await?);
+        assert!(!ledger.declare("t-1", "after-finish", T, 0).await?.accepted);
+        assert!(!ledger.declare("never-opened", "x", T, 0).await?.accepted);
         assert!(ledger.is_empty());
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn the_last_expected_answer_closes_the_window() -> anyhow::Result<()> {
+        let ledger = MemoryLedger::new();
+        ledger.open("t-2", T).await?;
+        assert_eq!(ledger.declare("t-2", "a", T, 3).await?, Declaration { accepted: true, closed: None });
+        assert_eq!(ledger.decline("t-2", T, 3).await?, None);
+        assert_eq!(
+            ledger.declare("t-2", "c", T, 3).await?,
+            Declaration { accepted: true, closed: Some(vec!["a".into(), "c".into()]) }
+        );
+        assert!(!ledger.declare("t-2", "late", T, 3).await?.accepted);
+        assert_eq!(ledger.decline("t-2", T, 3).await?, None);
         Ok(())
     }
 
@@ -137,8 +181,8 @@ mod tests {
         ledger.open("old", Duration::from_millis(1)).await?;
         ledger.open("fresh", Duration::from_secs(5)).await?;
         std::thread::sleep(Duration::from_millis(5));
-        assert!(!ledger.declare("old", "w", T).await?, "an expired list must refuse declarations");
-        assert!(ledger.declare("fresh", "w", T).await?);
+        assert!(!ledger.declare("old", "w", T, 0).await?.accepted, "an expired list must refuse declarations");
+        assert!(ledger.declare("fresh", "w", T, 0).await?.accepted);
         Ok(())
     }
 }

@@ -6,7 +6,9 @@
 //! - [`open`](Ledger::open) starts a dispatch's list, with the interest
 //!   window open;
 //! - [`declare`](Ledger::declare) pushes a worker's identity, and is refused
-//!   unless the window is open;
+//!   unless the window is open; [`decline`](Ledger::decline) counts a
+//!   receiver that is not interested. When the task says how many receivers
+//!   to expect, the answer that makes the count closes the window;
 //! - [`settle`](Ledger::settle) removes that worker's entry and returns how
 //!   many remain;
 //! - [`close`](Ledger::close) closes the window and returns the workers still
@@ -35,6 +37,16 @@ pub use registry::{Liveness, NodeInfo, PluginEntry, RedisRegistry, Registry};
 #[error("ledger: {0}")]
 pub struct LedgerError(pub String);
 
+/// What a declaration came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Declaration {
+    /// Whether the worker is on the list (and may run).
+    pub accepted: bool,
+    /// When this was the last expected answer: the window is now closed and
+    /// these workers had declared.
+    pub closed: Option<Vec<String>>,
+}
+
 /// The shared interest lists.
 #[async_trait]
 pub trait Ledger: Send + Sync + 'static {
@@ -42,10 +54,16 @@ pub trait Ledger: Send + Sync + 'static {
     /// long the list may outlive a dispatcher that vanished.
     async fn open(&self, key: &str, ttl: Duration) -> Result<(), LedgerError>;
 
-    /// Pushes `worker` onto the list. `false`: refused, because the window is
-    /// closed or the dispatch is over; the worker must not run. `ttl` bounds
-    /// how long the list may live (past the task's deadline).
-    async fn declare(&self, key: &str, worker: &str, ttl: Duration) -> Result<bool, LedgerError>;
+    /// Pushes `worker` onto the list, unless the window is closed or the
+    /// dispatch is over (then the worker must not run). `ttl` bounds how
+    /// long the list may live (past the task's deadline). With `expected`
+    /// receivers (0: unknown), the answer that makes the count closes the
+    /// window in the same atomic step.
+    async fn declare(&self, key: &str, worker: &str, ttl: Duration, expected: u32) -> Result<Declaration, LedgerError>;
+
+    /// Counts a receiver's "not interested" towards `expected`; returns the
+    /// declared workers when this answer closed the window.
+    async fn decline(&self, key: &str, ttl: Duration, expected: u32) -> Result<Option<Vec<String>>, LedgerError>;
 
     /// Removes `worker`'s entry; returns the number of entries left.
     async fn settle(&self, key: &str, worker: &str) -> Result<usize, LedgerError>;

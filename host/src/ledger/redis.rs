@@ -6,7 +6,9 @@
 //! - `anocast:{<topic>-<request-id>}:interest`: the list of declared
 //!   workers;
 //! - `anocast:{<topic>-<request-id>}:closed`: present once the interest
-//!   window has closed.
+//!   window has closed;
+//! - `anocast:{<topic>-<request-id>}:answers`: how many receivers have
+//!   answered, when the task says how many to expect.
 //!
 //! Declare, settle, close and finish are each one Lua script, so each is
 //! atomic, and every key is written with its time-to-live in the same step:
@@ -19,14 +21,41 @@ use async_trait::async_trait;
 use redis::Script;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use super::{Ledger, LedgerError};
+use super::{Declaration, Ledger, LedgerError};
 
-/// Pushes the worker unless the window has closed. 1: accepted, 0: refused.
+/// Pushes the worker unless the window has closed, and counts the answer.
+/// Returns `{accepted, closed, declared workers...}`: `closed` is 1 when
+/// this answer was the last expected one and closed the window.
 const DECLARE: &str = r"
-if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+if redis.call('EXISTS', KEYS[2]) == 1 then return {0, 0} end
 redis.call('RPUSH', KEYS[1], ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return 1";
+local expected = tonumber(ARGV[3])
+if expected > 0 then
+  local answers = redis.call('INCR', KEYS[3])
+  redis.call('PEXPIRE', KEYS[3], ARGV[2])
+  if answers >= expected then
+    redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
+    local out = {1, 1}
+    for _, w in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do table.insert(out, w) end
+    return out
+  end
+end
+return {1, 0}";
+
+/// Counts a receiver that is not interested. Returns `{closed, declared
+/// workers...}` as [`DECLARE`] does.
+const DECLINE: &str = r"
+if tonumber(ARGV[2]) == 0 or redis.call('EXISTS', KEYS[2]) == 1 then return {0} end
+local answers = redis.call('INCR', KEYS[3])
+redis.call('PEXPIRE', KEYS[3], ARGV[1])
+if answers >= tonumber(ARGV[2]) then
+  redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
+  local out = {1}
+  for _, w in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do table.insert(out, w) end
+  return out
+end
+return {0}";
 
 /// Removes one entry of the worker; returns how many remain.
 const SETTLE: &str = r"
@@ -38,19 +67,43 @@ const CLOSE: &str = r"
 redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
 return redis.call('LRANGE', KEYS[1], 0, -1)";
 
-/// Closes the window (if still open) and drops the list; the closed marker
-/// stays until its time-to-live, so late declarations are still refused.
+/// Closes the window (if still open) and drops the list and the answer
+/// count; the closed marker stays until its time-to-live, so late
+/// declarations are still refused.
 const FINISH: &str = r"
 redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
-redis.call('DEL', KEYS[1])
+redis.call('DEL', KEYS[1], KEYS[3])
 return 1";
 
 /// Prefix of every key the project writes.
 pub const KEY_PREFIX: &str = "anocast:";
 
-/// The interest list and closed-marker keys of a dispatch.
-pub fn keys(key: &str) -> (String, String) {
-    (format!("{KEY_PREFIX}{{{key}}}:interest"), format!("{KEY_PREFIX}{{{key}}}:closed"))
+/// The interest list, closed-marker and answer-count keys of a dispatch.
+pub fn keys(key: &str) -> (String, String, String) {
+    (
+        format!("{KEY_PREFIX}{{{key}}}:interest"),
+        format!("{KEY_PREFIX}{{{key}}}:closed"),
+        format!("{KEY_PREFIX}{{{key}}}:answers"),
+    )
+}
+
+/// Reads `{closed, workers...}` from position `at` of a script's answer.
+fn closed_list(values: &[redis::Value], at: usize) -> Result<Option<Vec<String>>, LedgerError> {
+    let flag = match values.get(at) {
+        Some(redis::Value::Int(flag)) => *flag,
+        other => return Err(LedgerError(format!("unexpected answer from Redis: {other:?}"))),
+    };
+    if flag == 0 {
+        return Ok(None);
+    }
+    values[at + 1..]
+        .iter()
+        .map(|v| match v {
+            redis::Value::BulkString(bytes) => Ok(String::from_utf8_lossy(bytes).into_owned()),
+            other => Err(LedgerError(format!("unexpected worker in Redis's answer: {other:?}"))),
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
 }
 
 /// Connects to Redis with bounded connection and response times, so that
@@ -74,6 +127,7 @@ pub async fn connect(url: &str, timeout: Duration) -> Result<ConnectionManager, 
 pub struct RedisLedger {
     conn: ConnectionManager,
     declare: Script,
+    decline: Script,
     settle: Script,
     close: Script,
     finish: Script,
@@ -85,6 +139,7 @@ impl RedisLedger {
         RedisLedger {
             conn,
             declare: Script::new(DECLARE),
+            decline: Script::new(DECLINE),
             settle: Script::new(SETTLE),
             close: Script::new(CLOSE),
             finish: Script::new(FINISH),
@@ -106,29 +161,47 @@ impl Ledger for RedisLedger {
         Ok(())
     }
 
-    async fn declare(&self, key: &str, worker: &str, ttl: Duration) -> Result<bool, LedgerError> {
-        let (list, closed) = keys(key);
-        let accepted: i64 = self
+    async fn declare(&self, key: &str, worker: &str, ttl: Duration, expected: u32) -> Result<Declaration, LedgerError> {
+        let (list, closed, answers) = keys(key);
+        let values: Vec<redis::Value> = self
             .declare
             .key(list)
             .key(closed)
+            .key(answers)
             .arg(worker)
             .arg(ms(ttl))
+            .arg(expected)
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(failed("declare"))?;
-        Ok(accepted == 1)
+        let accepted = matches!(values.first(), Some(redis::Value::Int(1)));
+        Ok(Declaration { accepted, closed: if accepted { closed_list(&values, 1)? } else { None } })
+    }
+
+    async fn decline(&self, key: &str, ttl: Duration, expected: u32) -> Result<Option<Vec<String>>, LedgerError> {
+        let (list, closed, answers) = keys(key);
+        let values: Vec<redis::Value> = self
+            .decline
+            .key(list)
+            .key(closed)
+            .key(answers)
+            .arg(ms(ttl))
+            .arg(expected)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(failed("decline"))?;
+        closed_list(&values, 0)
     }
 
     async fn settle(&self, key: &str, worker: &str) -> Result<usize, LedgerError> {
-        let (list, _) = keys(key);
+        let (list, _, _) = keys(key);
         let left: i64 =
             self.settle.key(list).arg(worker).invoke_async(&mut self.conn.clone()).await.map_err(failed("settle"))?;
         Ok(left.max(0) as usize)
     }
 
     async fn close(&self, key: &str, ttl: Duration) -> Result<Vec<String>, LedgerError> {
-        let (list, closed) = keys(key);
+        let (list, closed, _) = keys(key);
         self.close
             .key(list)
             .key(closed)
@@ -139,11 +212,12 @@ impl Ledger for RedisLedger {
     }
 
     async fn finish(&self, key: &str, ttl: Duration) -> Result<(), LedgerError> {
-        let (list, closed) = keys(key);
+        let (list, closed, answers) = keys(key);
         let _: i64 = self
             .finish
             .key(list)
             .key(closed)
+            .key(answers)
             .arg(ms(ttl))
             .invoke_async(&mut self.conn.clone())
             .await

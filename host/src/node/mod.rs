@@ -150,7 +150,18 @@ impl PluginReceiver {
         match instance.interested(&wit_task).await {
             Ok(false) => {
                 WorkerStats::bump(&self.stats.not_interested);
-                self.ack(&*replies, Interest::NotInterested).await;
+                // Counted in the ledger only when the dispatcher said how
+                // many answers to expect.
+                let closed = if task.expected > 0 {
+                    let ttl = task.remaining() + LIST_TTL;
+                    self.ledger.decline(&task.interest_key(), ttl, task.expected).await.unwrap_or_else(|err| {
+                        tracing::warn!(%err, "could not count this answer in the ledger");
+                        None
+                    })
+                } else {
+                    None
+                };
+                self.ack(&*replies, Interest::NotInterested, closed).await;
             }
             Ok(true) => {
                 if !self.declare(&task, &*replies).await {
@@ -170,18 +181,19 @@ impl PluginReceiver {
         }
     }
 
-    async fn ack(&self, replies: &dyn ReplySink, interest: Interest) {
-        replies.send(Reply::Ack { worker: self.worker.clone(), interest }).await;
+    async fn ack(&self, replies: &dyn ReplySink, interest: Interest, closed: Option<Vec<String>>) {
+        replies.send(Reply::Ack { worker: self.worker.clone(), interest, closed }).await;
     }
 
     /// Declares in the ledger, then acknowledges. `false`: refused.
     async fn declare(&self, task: &Task, replies: &dyn ReplySink) -> bool {
         let ttl = task.remaining() + LIST_TTL;
-        let accepted = match self.ledger.declare(&task.interest_key(), &self.label, ttl).await {
-            Ok(accepted) => accepted,
+        let (accepted, closed) = match self.ledger.declare(&task.interest_key(), &self.label, ttl, task.expected).await
+        {
+            Ok(declaration) => (declaration.accepted, declaration.closed),
             Err(err) => {
                 tracing::warn!(%err, "could not declare; the worker will not run");
-                false
+                (false, None)
             }
         };
         if accepted {
@@ -190,7 +202,7 @@ impl PluginReceiver {
             WorkerStats::bump(&self.stats.refused);
             tracing::debug!("declaration refused: the interest window had closed");
         }
-        self.ack(replies, if accepted { Interest::Declared } else { Interest::Refused }).await;
+        self.ack(replies, if accepted { Interest::Declared } else { Interest::Refused }, closed).await;
         accepted
     }
 
