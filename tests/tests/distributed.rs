@@ -247,6 +247,25 @@ async fn until_echo_answers(client: &anocast::Host, within: Duration) -> anyhow:
     }
 }
 
+/// Starts a 1.5 s task with a `timeout_ms` deadline, runs `outage` 300 ms
+/// later, and returns the dispatch's outcome and how long it took.
+async fn in_flight_through(
+    client: &anocast::Host,
+    timeout_ms: u64,
+    outage: impl FnOnce(),
+) -> anyhow::Result<(anocast::Outcome, Duration)> {
+    let dispatcher = client.dispatcher().clone();
+    let in_flight = tokio::spawn(async move {
+        let started = Instant::now();
+        let result = dispatcher.dispatch(topic("misbehave.sleep"), b"1500".to_vec(), &options(1000, timeout_ms)).await;
+        (result, started.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    outage();
+    let (result, elapsed) = in_flight.await?;
+    Ok((result.context("the in-flight dispatch should end with an outcome")?, elapsed))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_ride_out_a_redis_restart() -> anyhow::Result<()> {
     let mut mesh = Mesh::start()?;
@@ -257,16 +276,7 @@ async fn nodes_ride_out_a_redis_restart() -> anyhow::Result<()> {
 
     // A dispatch in flight when Redis goes away ends with a status by its
     // deadline.
-    let dispatcher = client.dispatcher().clone();
-    let in_flight = tokio::spawn(async move {
-        let started = Instant::now();
-        let result = dispatcher.dispatch(topic("misbehave.sleep"), b"1500".to_vec(), &options(1000, 4000)).await;
-        (result, started.elapsed())
-    });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    mesh.redis.stop();
-    let (result, elapsed) = in_flight.await?;
-    let outcome = result.context("the in-flight dispatch should end with an outcome")?;
+    let (outcome, elapsed) = in_flight_through(&client, 4000, || mesh.redis.stop()).await?;
     assert!(matches!(outcome.status, Status::Complete | Status::TimedOut), "{}", outcome.to_json());
     assert!(elapsed < Duration::from_millis(5000), "took {elapsed:?}");
 
@@ -291,16 +301,7 @@ async fn nodes_ride_out_a_nats_restart() -> anyhow::Result<()> {
     let client = mesh_client(&mesh.nats.url(), &mesh.redis.url()).await?;
     until_echo_answers(&client, Duration::from_secs(5)).await?;
 
-    let dispatcher = client.dispatcher().clone();
-    let in_flight = tokio::spawn(async move {
-        let started = Instant::now();
-        let result = dispatcher.dispatch(topic("misbehave.sleep"), b"1500".to_vec(), &options(1000, 3000)).await;
-        (result, started.elapsed())
-    });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    mesh.nats.stop();
-    let (result, elapsed) = in_flight.await?;
-    let outcome = result.context("the in-flight dispatch should end with an outcome")?;
+    let (outcome, elapsed) = in_flight_through(&client, 3000, || mesh.nats.stop()).await?;
     // The partial was lost with the server: the deadline ends the dispatch.
     assert_eq!(outcome.status, Status::TimedOut, "{}", outcome.to_json());
     assert_eq!(outcome.missing, ["b/misbehave@0.1.0"]);

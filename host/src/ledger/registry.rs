@@ -98,10 +98,6 @@ impl Liveness {
         Liveness { ttl, heartbeat: ttl / 3, refresh: (ttl / 6).min(Duration::from_millis(500)) }
     }
 
-    /// The longest it takes a dispatcher to notice a dead node.
-    pub fn detection_bound(&self) -> Duration {
-        self.ttl + self.refresh * 2
-    }
 }
 
 impl Default for Liveness {
