@@ -97,7 +97,6 @@ impl Liveness {
     pub fn from_ttl(ttl: Duration) -> Self {
         Liveness { ttl, heartbeat: ttl / 3, refresh: (ttl / 6).min(Duration::from_millis(500)) }
     }
-
 }
 
 impl Default for Liveness {
