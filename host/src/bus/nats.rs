@@ -27,8 +27,6 @@ use crate::topic::Pattern;
 #[derive(Clone)]
 pub struct NatsBus {
     client: Client,
-    /// Messages refused as malformed, since start.
-    rejected: Arc<AtomicU64>,
     inboxes: Arc<Inboxes>,
 }
 
@@ -78,14 +76,13 @@ impl NatsBus {
                 ))
             })?
             .map_err(|e| BusError(format!("cannot connect to NATS at {url}: {e}")))?;
-        let rejected = Arc::<AtomicU64>::default();
         let prefix = client.new_inbox();
         let mut subscriber = client
             .subscribe(format!("{prefix}.*"))
             .await
             .map_err(|e| BusError(format!("cannot subscribe to the reply inboxes: {e}")))?;
         let routes: Arc<Routes> = Arc::default();
-        let (table, counter) = (routes.clone(), rejected.clone());
+        let table = routes.clone();
         let pump = tokio::spawn(async move {
             while let Some(message) = subscriber.next().await {
                 let id = message.subject.rsplit('.').next().and_then(|id| id.parse::<u64>().ok());
@@ -97,24 +94,18 @@ impl NatsBus {
                         let _ = tx.send(reply);
                     }
                     Err(err) => {
-                        counter.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(%err, "ignored a reply");
                     }
                 }
             }
         });
         let inboxes = Arc::new(Inboxes { prefix, next: AtomicU64::new(0), routes, _pump: AbortOnDrop(pump) });
-        Ok(NatsBus { client, rejected, inboxes })
+        Ok(NatsBus { client, inboxes })
     }
 
     /// The underlying client.
     pub fn client(&self) -> &Client {
         &self.client
-    }
-
-    /// Messages refused as malformed since start.
-    pub fn rejected(&self) -> u64 {
-        self.rejected.load(Ordering::Relaxed)
     }
 }
 
@@ -175,7 +166,7 @@ impl Bus for NatsBus {
                 .queue_subscribe(subject.clone(), group.to_owned())
                 .await
                 .map_err(|e| BusError(format!("cannot subscribe to {subject}: {e}")))?;
-            let (client, receiver, rejected) = (self.client.clone(), receiver.clone(), self.rejected.clone());
+            let (client, receiver) = (self.client.clone(), receiver.clone());
             pumps.push(AbortOnDrop(tokio::spawn(async move {
                 // One task at a time runs inside this pump, sparing a hop
                 // between threads when the node is lightly loaded; tasks that
@@ -202,11 +193,9 @@ impl Bus for NatsBus {
                             }
                         }
                         (Err(err), _) => {
-                            rejected.fetch_add(1, Ordering::Relaxed);
                             tracing::warn!(%err, "ignored a task");
                         }
                         (Ok(_), None) => {
-                            rejected.fetch_add(1, Ordering::Relaxed);
                             tracing::warn!("ignored a task without a reply subject");
                         }
                     }
