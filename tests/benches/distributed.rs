@@ -93,7 +93,7 @@ async fn distributed(settings: Settings) -> anyhow::Result<()> {
     nats_client.flush().await?;
     // The floor's parts and the one-worker dispatch are measured in
     // alternating rounds, so that drift on a shared machine affects both.
-    let mut conn = anocast::ledger::connect_redis(&redis.url(), Duration::from_secs(5)).await?;
+    let conn = anocast::ledger::connect_redis(&redis.url(), Duration::from_secs(5)).await?;
     let echo = node.plugins().loaded.iter().find(|p| p.plugin.info.name == "echo").map(|p| p.plugin.clone());
     let echo = echo.ok_or_else(|| anyhow::anyhow!("no echo plugin"))?;
     let task = wit_task("bench.one", &payload);
