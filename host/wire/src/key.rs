@@ -1,0 +1,216 @@
+//! Node keys. Every node signs with an ed25519 key of its own; dispatchers
+//! know the public keys they trust. A public key is written as text
+//! `ed25519:` followed by its 32 bytes in lowercase hex; a private key is
+//! kept as a PKCS#8 PEM file.
+//!
+//! Verification is strict: a public key must be a canonical encoding of a
+//! point that is not of small order, and a signature's `R` must be a
+//! canonical encoding of a point that is not of small order and its `s` a
+//! canonical scalar. Anything else is refused before any curve arithmetic
+//! on the message.
+
+use std::fmt;
+
+use curve25519_dalek::edwards::CompressedEdwardsY;
+use curve25519_dalek::scalar::Scalar;
+use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey, spki::der::pem::LineEnding};
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+
+use crate::WireError;
+
+/// The text prefix of a public key.
+pub const PREFIX: &str = "ed25519:";
+
+/// A node's signing key. Its `Debug` shows only the public half.
+pub struct NodeKey(SigningKey);
+
+impl NodeKey {
+    /// A new random key from the operating system's generator.
+    pub fn generate() -> Result<Self, WireError> {
+        let mut seed = [0u8; 32];
+        getrandom::getrandom(&mut seed).map_err(|e| WireError::new(format!("no randomness for a new key: {e}")))?;
+        Ok(Self::from_seed(&seed))
+    }
+
+    /// The key with this 32-byte seed (RFC 8032's private key).
+    pub fn from_seed(seed: &[u8; 32]) -> Self {
+        NodeKey(SigningKey::from_bytes(seed))
+    }
+
+    /// Reads a PKCS#8 PEM private key.
+    pub fn from_pem(text: &str) -> Result<Self, WireError> {
+        SigningKey::from_pkcs8_pem(text)
+            .map(NodeKey)
+            .map_err(|e| WireError::new(format!("not an ed25519 PKCS#8 PEM private key: {e}")))
+    }
+
+    /// The key as PKCS#8 PEM text.
+    pub fn to_pem(&self) -> Result<String, WireError> {
+        self.0
+            .to_pkcs8_pem(LineEnding::LF)
+            .map(|pem| pem.to_string())
+            .map_err(|e| WireError::new(format!("cannot encode the key: {e}")))
+    }
+
+    /// The public half.
+    pub fn public(&self) -> PublicKey {
+        PublicKey(self.0.verifying_key())
+    }
+
+    /// Signs `message`.
+    pub fn sign(&self, message: &[u8]) -> [u8; 64] {
+        self.0.sign(message).to_bytes()
+    }
+}
+
+impl fmt::Debug for NodeKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "NodeKey({})", self.public())
+    }
+}
+
+/// A node's public key, checked to be canonical and not weak.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PublicKey(VerifyingKey);
+
+impl PublicKey {
+    /// Reads 32 bytes strictly.
+    pub fn from_bytes(bytes: &[u8; 32]) -> Result<Self, WireError> {
+        let point = canonical_point(bytes).ok_or_else(|| WireError::new("public key is not a canonical point"))?;
+        if point.is_small_order() {
+            return Err(WireError::new("weak public key (small order)"));
+        }
+        VerifyingKey::from_bytes(bytes).map(PublicKey).map_err(|_| WireError::new("invalid public key"))
+    }
+
+    /// Reads `ed25519:<64 hex digits>`.
+    pub fn parse(text: &str) -> Result<Self, WireError> {
+        let hex_part =
+            text.strip_prefix(PREFIX).ok_or_else(|| WireError::new(format!("a public key starts with {PREFIX:?}")))?;
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(hex_part, &mut bytes)
+            .map_err(|_| WireError::new("a public key is ed25519: and 64 hex digits"))?;
+        Self::from_bytes(&bytes)
+    }
+
+    /// The 32 bytes.
+    pub fn to_bytes(&self) -> [u8; 32] {
+        self.0.to_bytes()
+    }
+
+    /// Verifies `signature` over `message` strictly.
+    pub fn verify(&self, message: &[u8], signature: &[u8; 64]) -> Result<(), WireError> {
+        check_signature(signature)?;
+        self.0.verify_strict(message, &Signature::from_bytes(signature)).map_err(|_| WireError::new("bad signature"))
+    }
+
+    pub(crate) fn verifying_key(&self) -> VerifyingKey {
+        self.0
+    }
+}
+
+impl fmt::Display for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{PREFIX}{}", hex::encode(self.0.as_bytes()))
+    }
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// The point `bytes` encode, if they are its canonical encoding.
+fn canonical_point(bytes: &[u8; 32]) -> Option<curve25519_dalek::EdwardsPoint> {
+    let point = CompressedEdwardsY(*bytes).decompress()?;
+    (point.compress().as_bytes() == bytes).then_some(point)
+}
+
+/// Checks a signature's encoding: `R` canonical and not of small order, `s`
+/// canonical. Done before single or batch verification, so that both accept
+/// exactly the same signatures.
+pub(crate) fn check_signature(signature: &[u8; 64]) -> Result<(), WireError> {
+    let mut r = [0u8; 32];
+    r.copy_from_slice(&signature[..32]);
+    let point = canonical_point(&r).ok_or_else(|| WireError::new("non-canonical signature (R)"))?;
+    if point.is_small_order() {
+        return Err(WireError::new("weak signature (R of small order)"));
+    }
+    let mut s = [0u8; 32];
+    s.copy_from_slice(&signature[32..]);
+    if bool::from(Scalar::from_canonical_bytes(s).is_none()) {
+        return Err(WireError::new("non-canonical signature (s)"));
+    }
+    Ok(())
+}
+
+/// Verifies several signatures at once (faster than one by one when more
+/// than a couple are pending). `Ok` means all are valid; on `Err`, verify
+/// them one by one to find the bad ones.
+pub fn verify_batch(items: &[(&PublicKey, &[u8], &[u8; 64])]) -> Result<(), WireError> {
+    for (_, _, signature) in items {
+        check_signature(signature)?;
+    }
+    let messages: Vec<&[u8]> = items.iter().map(|(_, m, _)| *m).collect();
+    let signatures: Vec<Signature> = items.iter().map(|(_, _, s)| Signature::from_bytes(s)).collect();
+    let keys: Vec<VerifyingKey> = items.iter().map(|(k, _, _)| k.verifying_key()).collect();
+    ed25519_dalek::verify_batch(&messages, &signatures, &keys).map_err(|_| WireError::new("bad signature in batch"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_round_trip_as_text_and_pem() -> Result<(), WireError> {
+        let key = NodeKey::generate()?;
+        let public = key.public();
+        assert_eq!(PublicKey::parse(&public.to_string())?, public);
+        let again = NodeKey::from_pem(&key.to_pem()?)?;
+        assert_eq!(again.public(), public);
+        Ok(())
+    }
+
+    #[test]
+    fn weak_and_non_canonical_keys_are_refused() {
+        // The identity point (small order).
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        assert!(matches!(PublicKey::from_bytes(&identity), Err(e) if e.0.contains("weak")));
+        // y = p + 1 (a non-canonical encoding of the identity's y).
+        let mut non_canonical = [0xff; 32];
+        non_canonical[0] = 0xee;
+        non_canonical[31] = 0x7f;
+        assert!(PublicKey::from_bytes(&non_canonical).is_err());
+        assert!(PublicKey::parse("ed25519:00").is_err());
+        assert!(PublicKey::parse("rsa:00").is_err());
+    }
+
+    #[test]
+    fn signatures_verify_strictly() -> Result<(), WireError> {
+        let key = NodeKey::from_seed(&[7; 32]);
+        let signature = key.sign(b"message");
+        key.public().verify(b"message", &signature)?;
+        assert!(key.public().verify(b"massage", &signature).is_err());
+        // s + l is the same signature in a non-canonical form.
+        let mut malleated = signature;
+        let s = Scalar::from_canonical_bytes(signature[32..].try_into().expect("32 bytes")).expect("canonical");
+        // l, the group order, little-endian.
+        let mut l_bytes = [0u8; 32];
+        hex::decode_to_slice("edd3f55c1a631258d69cf7a2def9de1400000000000000000000000000000010", &mut l_bytes)
+            .expect("hex");
+        let mut carry = 0u16;
+        for i in 0..32 {
+            let sum = s.as_bytes()[i] as u16 + l_bytes[i] as u16 + carry;
+            malleated[32 + i] = sum as u8;
+            carry = sum >> 8;
+        }
+        assert!(matches!(key.public().verify(b"message", &malleated), Err(e) if e.0.contains("non-canonical")));
+        verify_batch(&[(&key.public(), b"message", &signature), (&key.public(), b"message", &signature)])?;
+        assert!(
+            verify_batch(&[(&key.public(), b"message", &signature), (&key.public(), b"other", &signature)]).is_err()
+        );
+        Ok(())
+    }
+}
