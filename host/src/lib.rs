@@ -21,7 +21,9 @@
 //! - [`node`]: the worker side: receive, ask interest, declare, run, reply;
 //! - [`gateway`]: the HTTP API;
 //! - [`cli`]: the `anocast` command;
-//! - [`topic`]: topic names and NATS-style patterns.
+//! - [`topic`]: topic names and NATS-style patterns;
+//! - [`trust`]: node keys, trusted keys and what was rejected (distributed
+//!   mode; the signed formats are in the `anocast-wire` crate).
 //!
 //! # Example
 //!
@@ -47,6 +49,9 @@ pub mod node;
 pub mod plugins;
 pub mod runtime;
 pub mod topic;
+pub mod trust;
+
+pub use anocast_wire;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -91,6 +96,15 @@ pub struct MeshConfig {
     pub liveness: ledger::Liveness,
     /// How long to wait for NATS and Redis at start (and for each Redis call).
     pub connect_timeout: std::time::Duration,
+    /// The node's private key file; default: `node.key` in the data folder,
+    /// made on first start (a plugin-less client uses a key of the moment).
+    pub key: Option<PathBuf>,
+    /// The node's data folder (default: [`trust::default_data_dir`]).
+    pub data_dir: Option<PathBuf>,
+    /// Files or folders of trusted public keys.
+    pub trust: Vec<PathBuf>,
+    /// Also trust every node registered in the mesh (development only).
+    pub trust_mesh: bool,
 }
 
 impl MeshConfig {
@@ -101,7 +115,36 @@ impl MeshConfig {
             redis: redis.to_owned(),
             liveness: ledger::Liveness::default(),
             connect_timeout: std::time::Duration::from_secs(5),
+            key: None,
+            data_dir: None,
+            trust: Vec::new(),
+            trust_mesh: false,
         }
+    }
+
+    /// Checks what can be checked before connecting to anything.
+    fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            !self.trust.is_empty() || self.trust_mesh,
+            "distributed mode needs --trust PATH (files or a folder of trusted public keys) or, for development, \
+             --trust-mesh (trust every node registered in this mesh)"
+        );
+        Ok(())
+    }
+
+    /// This node's key and trust, as configured.
+    fn security(&self, node_id: &str, has_plugins: bool) -> anyhow::Result<trust::Security> {
+        let store = trust::TrustStore::load(&self.trust, self.trust_mesh)?;
+        let key = match (&self.key, has_plugins) {
+            (Some(path), _) => trust::read_key(path)?,
+            (None, true) => {
+                let dir = self.data_dir.clone().unwrap_or_else(|| trust::default_data_dir(node_id));
+                trust::data_dir_key(&dir, node_id)?
+            }
+            // A client signs nothing.
+            (None, false) => anocast_wire::NodeKey::generate()?,
+        };
+        Ok(trust::Security::new(key, node_id, store))
     }
 }
 
@@ -133,6 +176,7 @@ pub struct Host {
     dispatcher: Dispatcher,
     runtime: Runtime,
     registry: Option<Arc<ledger::RedisRegistry>>,
+    security: Option<Arc<trust::Security>>,
 }
 
 impl Host {
@@ -140,18 +184,26 @@ impl Host {
     /// starts serving the plugins.
     pub async fn start(config: HostConfig) -> anyhow::Result<Self> {
         validate_node_id(&config.node_id)?;
+        if let Some(mesh) = &config.mesh {
+            mesh.check()?;
+        }
         let runtime = Runtime::new(config.runtime.clone())?;
         let plugins = match &config.plugins {
             Some(dir) => PluginSet::load_dir(&runtime, dir).await?,
             None => PluginSet::default(),
         };
-        let (bus, ledger, registry): (Arc<dyn bus::Bus>, Arc<dyn ledger::Ledger>, _) = match &config.mesh {
-            None => (Arc::new(bus::LocalBus::new()), Arc::new(ledger::MemoryLedger::new()), None),
-            Some(mesh) => {
-                let bus = bus::NatsBus::connect(&mesh.nats, &config.node_id, mesh.connect_timeout).await?;
+        let security = match &config.mesh {
+            Some(mesh) => Some(Arc::new(mesh.security(&config.node_id, !plugins.loaded.is_empty())?)),
+            None => None,
+        };
+        let (bus, ledger, registry): (Arc<dyn bus::Bus>, Arc<dyn ledger::Ledger>, _) = match (&config.mesh, &security) {
+            (Some(mesh), Some(security)) => {
+                let bus =
+                    bus::NatsBus::connect(&mesh.nats, &config.node_id, mesh.connect_timeout, security.clone()).await?;
                 let conn = ledger::connect_redis(&mesh.redis, mesh.connect_timeout).await?;
                 let me = (!plugins.loaded.is_empty()).then(|| ledger::NodeInfo {
                     id: config.node_id.clone(),
+                    key: security.key().public().to_string(),
                     plugins: plugins
                         .loaded
                         .iter()
@@ -163,15 +215,22 @@ impl Host {
                         .collect(),
                 });
                 let registry = Arc::new(ledger::RedisRegistry::start(conn.clone(), me, mesh.liveness).await);
+                security.set_registry(registry.clone());
                 (Arc::new(bus), Arc::new(ledger::RedisLedger::new(conn)), Some(registry))
             }
+            _ => (Arc::new(bus::LocalBus::new()), Arc::new(ledger::MemoryLedger::new()), None),
         };
-        let node = node::Node::start(&config.node_id, &plugins.plugins(), bus.clone(), ledger.clone()).await?;
+        let node =
+            node::Node::start(&config.node_id, &plugins.plugins(), bus.clone(), ledger.clone(), security.clone())
+                .await?;
         let mut dispatcher = Dispatcher::new(bus, ledger);
         if let Some(registry) = &registry {
             dispatcher = dispatcher.with_registry(registry.clone());
         }
-        Ok(Host { node, plugins, dispatcher, runtime, registry })
+        if let Some(security) = &security {
+            dispatcher = dispatcher.with_security(security.clone());
+        }
+        Ok(Host { node, plugins, dispatcher, runtime, registry, security })
     }
 
     /// Leaves the mesh cleanly: other dispatchers stop expecting this node
@@ -215,6 +274,11 @@ impl Host {
     pub fn mesh_nodes(&self) -> Vec<ledger::NodeInfo> {
         use ledger::Registry;
         self.registry.as_ref().map(|r| r.nodes()).unwrap_or_default()
+    }
+
+    /// This node's key and what it rejected (distributed mode).
+    pub fn security(&self) -> Option<&trust::Security> {
+        self.security.as_deref()
     }
 
     /// Whether this host is part of a mesh (distributed mode).

@@ -30,7 +30,10 @@ fn main() -> anyhow::Result<()> {
 
 async fn distributed(settings: Settings) -> anyhow::Result<()> {
     let (nats, redis) = (Nats::start()?, Redis::start()?);
-    let mesh = MeshConfig::new(&nats.url(), &redis.url());
+    let data = tempfile::tempdir()?;
+    let mut mesh = MeshConfig::new(&nats.url(), &redis.url());
+    mesh.trust_mesh = true;
+    mesh.data_dir = Some(data.path().to_owned());
     let echoes = [
         guests::ECHO,
         guests::ECHO2,
@@ -79,8 +82,7 @@ async fn distributed(settings: Settings) -> anyhow::Result<()> {
     println!("latency, one at a time ({n} samples)          {:>10} {:>10} {:>12}", "p50", "p99", "p50/floor");
 
     // The floor's parts.
-    let nats_client =
-        anocast::bus::NatsBus::connect(&nats.url(), "bench-rr", Duration::from_secs(5)).await?.client().clone();
+    let nats_client = async_nats::connect(nats.url()).await?;
     let mut responder = nats_client.subscribe("bench.rr").await?;
     let replier = nats_client.clone();
     tokio::spawn(async move {

@@ -23,6 +23,7 @@ struct Node {
     process: Child,
     url: String,
     _dir: PluginDir,
+    _data: tempfile::TempDir,
 }
 
 impl Mesh {
@@ -30,13 +31,16 @@ impl Mesh {
         Ok(Mesh { nats: Nats::start()?, redis: Redis::start()? })
     }
 
-    /// Starts a node with `guests`, a one-second liveness, and `extra` flags.
+    /// Starts a node with `guests` and a one-second liveness, trusting the
+    /// mesh's nodes, with its key in a data folder of its own.
     fn node(&self, id: &str, guests: &[&str]) -> anyhow::Result<Node> {
         let dir = PluginDir::with(guests)?;
+        let data = tempfile::tempdir()?;
         let (nats, redis) = (self.nats.url(), self.redis.url());
-        let (process, url) =
-            spawn_serve(EXE, dir.path(), id, &["--nats", &nats, "--redis", &redis, "--liveness", "1s"])?;
-        Ok(Node { process, url, _dir: dir })
+        let data_dir = data.path().to_str().context("utf-8 path")?;
+        let args = ["--nats", &nats, "--redis", &redis, "--liveness", "1s", "--trust-mesh", "--data-dir", data_dir];
+        let (process, url) = spawn_serve(EXE, dir.path(), id, &args)?;
+        Ok(Node { process, url, _dir: dir, _data: data })
     }
 }
 
@@ -118,6 +122,7 @@ async fn three_nodes_with_different_plugins_answer_one_dispatch() -> anyhow::Res
     // A plugin-less client dispatches straight into the mesh.
     let out = std::process::Command::new(EXE)
         .args(["dispatch", "text.analyze", "bad news", "--nats", &mesh.nats.url(), "--redis", &mesh.redis.url()])
+        .arg("--trust-mesh")
         .output()?;
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let outcome: Value = serde_json::from_slice(&out.stdout)?;
@@ -318,6 +323,7 @@ async fn nodes_ride_out_a_nats_restart() -> anyhow::Result<()> {
 #[test]
 fn unreachable_servers_fail_at_start_with_one_line() -> anyhow::Result<()> {
     let dir = PluginDir::with(&[guests::ECHO])?;
+    let data = tempfile::tempdir()?;
     let dead = format!("127.0.0.1:{}", anocast_tests::servers::free_port()?);
     let redis = Redis::start()?;
     let nats = Nats::start()?;
@@ -326,7 +332,10 @@ fn unreachable_servers_fail_at_start_with_one_line() -> anyhow::Result<()> {
         (nats.url(), format!("redis://{dead}"), "cannot connect to Redis"),
     ] {
         let out = std::process::Command::new(EXE)
-            .args(["serve", "--http", "127.0.0.1:0", "--nats", &nats_url, "--redis", &redis_url, "--plugins"])
+            .args(["serve", "--http", "127.0.0.1:0", "--nats", &nats_url, "--redis", &redis_url, "--trust-mesh"])
+            .arg("--data-dir")
+            .arg(data.path())
+            .arg("--plugins")
             .arg(dir.path())
             .output()?;
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -341,6 +350,14 @@ fn unreachable_servers_fail_at_start_with_one_line() -> anyhow::Result<()> {
         .output()?;
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("needs --redis"));
+    // Nobody to trust: refused before connecting to anything.
+    let out = std::process::Command::new(EXE)
+        .args(["serve", "--http", "127.0.0.1:0", "--nats", &nats.url(), "--redis", &redis.url(), "--plugins"])
+        .arg(dir.path())
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.lines().count() == 1 && stderr.contains("needs --trust PATH"), "{stderr}");
     Ok(())
 }
 
@@ -351,10 +368,12 @@ async fn a_config_file_and_the_environment_configure_a_node() -> anyhow::Result<
     let config = dir.write(
         "node.toml",
         format!(
-            "plugins = {:?}\nnats = {:?}\nredis = {:?}\nnode_id = \"from-file\"\nliveness = \"2s\"\nmemory_limit_mib = 32\n",
+            "plugins = {:?}\nnats = {:?}\nredis = {:?}\nnode_id = \"from-file\"\nliveness = \"2s\"\nmemory_limit_mib = 32\n\
+             trust_mesh = true\ndata_dir = {:?}\n",
             dir.path().display().to_string(),
             mesh.nats.url(),
-            mesh.redis.url()
+            mesh.redis.url(),
+            dir.path().join("data").display().to_string()
         )
         .as_bytes(),
     )?;
@@ -384,8 +403,7 @@ async fn malformed_messages_on_the_wire_change_nothing() -> anyhow::Result<()> {
     let mesh = Mesh::start()?;
     let node = mesh.node("a", &[guests::ECHO])?;
     let client = mesh_client(&mesh.nats.url(), &mesh.redis.url()).await?;
-    let raw = anocast::bus::NatsBus::connect(&mesh.nats.url(), "garbage", Duration::from_secs(5)).await?;
-    let nats = raw.client();
+    let nats = &async_nats::connect(mesh.nats.url()).await?;
     // No headers, no reply subject, bad headers, a bad topic.
     nats.publish("anocast.task.echo", "no headers".into()).await?;
     nats.publish_with_reply("anocast.task.echo", "_INBOX.nowhere", "no headers".into()).await?;

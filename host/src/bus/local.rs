@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use parking_lot::RwLock;
 use tokio::sync::mpsc;
 
-use super::{Bus, BusError, Inbox, Reply, ReplySink, Subscription, Task, TaskReceiver};
+use super::{Bus, BusError, Inbox, Reply, ReplySink, Subscription, Task, TaskReceiver, WorkerId};
 use crate::topic::Pattern;
 
 /// The embedded bus. Cheap to clone; clones share subscriptions.
@@ -66,7 +66,7 @@ impl Drop for Unsubscribe {
 
 #[async_trait]
 impl Bus for LocalBus {
-    async fn open_inbox(&self) -> Result<Inbox, BusError> {
+    async fn open_inbox(&self, _task: &Task) -> Result<Inbox, BusError> {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         Ok(Inbox::new(format!("_INBOX.local.{id}"), Box::new(())))
     }
@@ -105,12 +105,13 @@ impl Bus for LocalBus {
 
     async fn subscribe(
         &self,
-        group: &str,
+        worker: &WorkerId,
+        _digest: [u8; 32],
         patterns: &[Pattern],
         receiver: Arc<dyn TaskReceiver>,
     ) -> Result<Subscription, BusError> {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        self.inner.subs.write().push(Sub { id, group: group.to_owned(), patterns: patterns.to_vec(), receiver });
+        self.inner.subs.write().push(Sub { id, group: worker.plugin.clone(), patterns: patterns.to_vec(), receiver });
         Ok(Subscription::new(Box::new(Unsubscribe { bus: Arc::downgrade(&self.inner), id })))
     }
 }

@@ -71,16 +71,7 @@ impl fmt::Display for WorkerId {
     }
 }
 
-/// What a receiving worker made of a task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Interest {
-    /// Not interested: no partial will follow.
-    NotInterested,
-    /// Declared in charge: a partial will follow.
-    Declared,
-    /// Interested, but the interest window had closed: it did not run.
-    Refused,
-}
+pub use anocast_wire::Interest;
 
 /// One worker's reply: ok with payload bytes, or an error.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -119,19 +119,21 @@ impl Subscription {
 /// Carries tasks to workers and replies to dispatchers.
 #[async_trait]
 pub trait Bus: Send + Sync + 'static {
-    /// Opens an inbox for one dispatch's replies.
-    async fn open_inbox(&self) -> Result<Inbox, BusError>;
+    /// Opens an inbox for the replies to `task`.
+    async fn open_inbox(&self, task: &Task) -> Result<Inbox, BusError>;
 
     /// Broadcasts `task` to every queue group subscribed to its topic, with
     /// replies addressed to `inbox`. Returns how many groups received it
     /// when the bus knows (in-process it does; over a network it does not).
     async fn broadcast(&self, task: Arc<Task>, inbox: &mut Inbox) -> Result<Option<usize>, BusError>;
 
-    /// Subscribes `receiver` to `patterns` in queue group `group`: each task
-    /// reaches one member of each group.
+    /// Subscribes `receiver`, the worker `worker` whose component file has
+    /// SHA-256 `digest`, to `patterns` in the queue group named after its
+    /// plugin: each task reaches one member of each group.
     async fn subscribe(
         &self,
-        group: &str,
+        worker: &WorkerId,
+        digest: [u8; 32],
         patterns: &[Pattern],
         receiver: Arc<dyn TaskReceiver>,
     ) -> Result<Subscription, BusError>;

@@ -6,6 +6,14 @@
 //! plugins each see every task); replies go to the inbox. The wire format is
 //! in [`super::wire`].
 //!
+//! Every reply is an envelope signed with the node's key on its workers'
+//! behalf. The reply pump opens the envelopes of the messages that are
+//! waiting (verifying their signatures in one batch when there are
+//! several), and delivers to a dispatch only replies that a trusted key
+//! signed for that dispatch's topic and request id, one acknowledgement and
+//! one result per signer; everything else is counted and logged (see
+//! [`crate::trust`]).
+//!
 //! The client reconnects on its own after a server restart and restores its
 //! subscriptions; messages published while it is away are lost (core NATS is
 //! at-most-once), and the dispatcher's deadline ends any dispatch they
@@ -13,21 +21,29 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use async_nats::Client;
+use anocast_wire::envelope::Sealed;
+use anocast_wire::{Ack, Envelope};
+use async_nats::{Client, Message};
 use async_trait::async_trait;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
+use rustc_hash::FxHashSet;
 
-use super::wire::{decode_reply, decode_task, encode_reply, encode_task, task_subject};
-use super::{Bus, BusError, Inbox, Reply, ReplySink, Subscription, Task, TaskReceiver};
+use super::wire::{decode_task, encode_task, task_subject, unix_ms};
+use super::{Bus, BusError, Inbox, Partial, Reply, ReplySink, Subscription, Task, TaskReceiver, WorkerId};
 use crate::topic::Pattern;
+use crate::trust::{Security, SecurityStats};
+
+/// Most reply messages opened (and verified) together.
+const BATCH: usize = 64;
 
 /// The distributed bus over one NATS connection. Cheap to clone.
 #[derive(Clone)]
 pub struct NatsBus {
     client: Client,
     inboxes: Arc<Inboxes>,
+    security: Arc<Security>,
 }
 
 /// All of this connection's dispatch inboxes share one wildcard subscription
@@ -40,7 +56,18 @@ struct Inboxes {
     _pump: AbortOnDrop,
 }
 
-type Routes = parking_lot::Mutex<rustc_hash::FxHashMap<u64, tokio::sync::mpsc::UnboundedSender<Reply>>>;
+type Routes = parking_lot::Mutex<rustc_hash::FxHashMap<u64, Route>>;
+
+/// One dispatch's inbox as the reply pump sees it.
+struct Route {
+    tx: tokio::sync::mpsc::UnboundedSender<Reply>,
+    topic: String,
+    request_id: Arc<str>,
+    /// Signers (`node/plugin`) whose acknowledgement was delivered.
+    acked: FxHashSet<String>,
+    /// Signers whose result was delivered.
+    answered: FxHashSet<String>,
+}
 
 /// Unregisters an inbox when dropped.
 struct Unroute(Arc<Inboxes>, u64);
@@ -54,8 +81,8 @@ impl Drop for Unroute {
 impl NatsBus {
     /// Connects to `url` (e.g. `nats://127.0.0.1:4222`), waiting at most
     /// `timeout` for the first connection; later disconnections are retried
-    /// for ever.
-    pub async fn connect(url: &str, name: &str, timeout: Duration) -> Result<Self, BusError> {
+    /// for ever. Replies are signed and checked with `security`.
+    pub async fn connect(url: &str, name: &str, timeout: Duration, security: Arc<Security>) -> Result<Self, BusError> {
         let options = async_nats::ConnectOptions::new()
             .name(name)
             .connection_timeout(timeout)
@@ -83,29 +110,105 @@ impl NatsBus {
             .map_err(|e| BusError(format!("cannot subscribe to the reply inboxes: {e}")))?;
         let routes: Arc<Routes> = Arc::default();
         let table = routes.clone();
+        let guard = security.clone();
         let pump = tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(BATCH);
             while let Some(message) = subscriber.next().await {
-                let id = message.subject.rsplit('.').next().and_then(|id| id.parse::<u64>().ok());
-                let Some(tx) = id.and_then(|id| table.lock().get(&id).cloned()) else {
-                    continue; // a reply to a dispatch that has ended
-                };
-                match decode_reply(message.headers.as_ref(), &message.payload) {
-                    Ok(reply) => {
-                        let _ = tx.send(reply);
-                    }
-                    Err(err) => {
-                        tracing::warn!(%err, "ignored a reply");
+                batch.push(message);
+                while batch.len() < BATCH {
+                    match subscriber.next().now_or_never() {
+                        Some(Some(message)) => batch.push(message),
+                        _ => break,
                     }
                 }
+                deliver(&batch, &table, &guard);
+                batch.clear();
             }
         });
         let inboxes = Arc::new(Inboxes { prefix, next: AtomicU64::new(0), routes, _pump: AbortOnDrop(pump) });
-        Ok(NatsBus { client, inboxes })
+        Ok(NatsBus { client, inboxes, security })
     }
 
     /// The underlying client.
     pub fn client(&self) -> &Client {
         &self.client
+    }
+}
+
+/// Opens the envelopes of `messages`, keeps those a trusted key signed for
+/// the dispatch they are addressed to, and hands their replies over.
+fn deliver(messages: &[Message], routes: &Routes, security: &Security) {
+    let stats = &security.stats;
+    let mut opened: Vec<(u64, Sealed<'_>)> = Vec::with_capacity(messages.len());
+    for message in messages {
+        let Some(id) = message.subject.rsplit('.').next().and_then(|id| id.parse::<u64>().ok()) else { continue };
+        match Sealed::decode(&message.payload) {
+            Ok(sealed) => opened.push((id, sealed)),
+            Err(err) => {
+                SecurityStats::count(&stats.malformed);
+                tracing::warn!(%err, "rejected a reply: not a signed envelope");
+            }
+        }
+    }
+    // Trust first (cheap), then signatures: all at once when there are
+    // several, one by one to find the culprits if the batch fails.
+    opened.retain(|(_, sealed)| {
+        let trusted = security.trusts(&sealed.envelope.worker);
+        if !trusted {
+            SecurityStats::count(&stats.untrusted_key);
+            tracing::warn!(worker = sealed.envelope.worker.id(), key = %sealed.envelope.worker.key, "rejected a reply signed by an untrusted key");
+        }
+        trusted
+    });
+    let batch_ok = opened.len() > 1 && {
+        let items: Vec<_> = opened.iter().map(|(_, s)| (&s.envelope.worker.key, s.signed, &s.signature)).collect();
+        anocast_wire::key::verify_batch(&items).is_ok()
+    };
+    if !batch_ok {
+        opened.retain(|(_, s)| {
+            let valid = s.envelope.worker.key.verify(s.signed, &s.signature).is_ok();
+            if !valid {
+                SecurityStats::count(&stats.bad_signature);
+                tracing::warn!(worker = s.envelope.worker.id(), "rejected a reply whose signature does not verify");
+            }
+            valid
+        });
+    }
+    let mut routes = routes.lock();
+    for (id, sealed) in opened {
+        // A reply to a dispatch that has ended is dropped.
+        let Some(route) = routes.get_mut(&id) else { continue };
+        let envelope = sealed.envelope;
+        if envelope.topic != route.topic || *envelope.request_id != *route.request_id {
+            SecurityStats::count(&stats.replayed);
+            tracing::warn!(
+                worker = envelope.worker.id(),
+                request_id = envelope.request_id,
+                "rejected a reply made for another request"
+            );
+            continue;
+        }
+        let signer = envelope.worker.signer();
+        let worker = WorkerId {
+            node: envelope.worker.node.clone(),
+            plugin: envelope.worker.plugin.clone(),
+            version: envelope.worker.version.clone(),
+        };
+        if (envelope.ack.is_some() && route.acked.contains(&signer))
+            || (envelope.result.is_some() && route.answered.contains(&signer))
+        {
+            SecurityStats::count(&stats.duplicate);
+            tracing::warn!(worker = %worker, "rejected a second reply from one signer");
+            continue;
+        }
+        if let Some(Ack { interest, closed }) = envelope.ack {
+            route.acked.insert(signer.clone());
+            let _ = route.tx.send(Reply::Ack { worker: worker.clone(), interest, closed });
+        }
+        if let Some(result) = envelope.result {
+            route.answered.insert(signer);
+            let _ = route.tx.send(Reply::Partial(Partial { worker, result }));
+        }
     }
 }
 
@@ -118,17 +221,36 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// Replies to one task, signed on the worker's behalf.
 struct NatsSink {
     client: Client,
     subject: async_nats::Subject,
+    task: Arc<Task>,
+    signer: Arc<anocast_wire::Worker>,
+    security: Arc<Security>,
 }
 
 #[async_trait]
 impl ReplySink for NatsSink {
     async fn send(&self, reply: Reply) {
-        let (headers, body) = encode_reply(&reply);
+        let (ack, result) = match reply {
+            Reply::Ack { interest, closed, .. } => (Some(Ack { interest, closed }), None),
+            Reply::Partial(partial) => (None, Some(partial.result)),
+        };
+        let envelope = Envelope {
+            timestamp_ms: unix_ms(SystemTime::now()),
+            topic: self.task.topic.to_string(),
+            request_id: self.task.request_id.to_string(),
+            worker: (*self.signer).clone(),
+            ack,
+            result,
+        };
+        let bytes = match envelope.seal(self.security.key()) {
+            Ok(bytes) => bytes,
+            Err(err) => return tracing::warn!(%err, "could not sign a reply"),
+        };
         // Publishing queues the message in the client, in order.
-        if let Err(err) = self.client.publish_with_headers(self.subject.clone(), headers, body).await {
+        if let Err(err) = self.client.publish(self.subject.clone(), bytes.into()).await {
             tracing::warn!(%err, "could not publish a reply");
         }
     }
@@ -136,10 +258,17 @@ impl ReplySink for NatsSink {
 
 #[async_trait]
 impl Bus for NatsBus {
-    async fn open_inbox(&self) -> Result<Inbox, BusError> {
+    async fn open_inbox(&self, task: &Task) -> Result<Inbox, BusError> {
         let id = self.inboxes.next.fetch_add(1, Ordering::Relaxed);
         let inbox = Inbox::new(format!("{}.{id}", self.inboxes.prefix), Box::new(()));
-        self.inboxes.routes.lock().insert(id, inbox.sender());
+        let route = Route {
+            tx: inbox.sender(),
+            topic: task.topic.to_string(),
+            request_id: task.request_id.clone(),
+            acked: FxHashSet::default(),
+            answered: FxHashSet::default(),
+        };
+        self.inboxes.routes.lock().insert(id, route);
         Ok(inbox.with_registration(Box::new(Unroute(self.inboxes.clone(), id))))
     }
 
@@ -154,10 +283,19 @@ impl Bus for NatsBus {
 
     async fn subscribe(
         &self,
-        group: &str,
+        worker: &WorkerId,
+        digest: [u8; 32],
         patterns: &[Pattern],
         receiver: Arc<dyn TaskReceiver>,
     ) -> Result<Subscription, BusError> {
+        let signer = Arc::new(anocast_wire::Worker {
+            node: worker.node.clone(),
+            plugin: worker.plugin.clone(),
+            version: worker.version.clone(),
+            key: self.security.key().public(),
+            digest,
+        });
+        let group = &worker.plugin;
         let mut pumps = Vec::new();
         for pattern in patterns {
             let subject = task_subject(pattern.as_str());
@@ -166,7 +304,8 @@ impl Bus for NatsBus {
                 .queue_subscribe(subject.clone(), group.to_owned())
                 .await
                 .map_err(|e| BusError(format!("cannot subscribe to {subject}: {e}")))?;
-            let (client, receiver) = (self.client.clone(), receiver.clone());
+            let (client, receiver, signer, security) =
+                (self.client.clone(), receiver.clone(), signer.clone(), self.security.clone());
             pumps.push(AbortOnDrop(tokio::spawn(async move {
                 // One task at a time runs inside this pump, sparing a hop
                 // between threads when the node is lightly loaded; tasks that
@@ -184,8 +323,15 @@ impl Bus for NatsBus {
                     let task = decode_task(&message.subject, message.headers.as_ref(), &message.payload);
                     match (task, message.reply) {
                         (Ok(task), Some(reply)) => {
-                            let sink = Arc::new(NatsSink { client: client.clone(), subject: reply });
-                            let work = receiver.receive(Arc::new(task), sink);
+                            let task = Arc::new(task);
+                            let sink = Arc::new(NatsSink {
+                                client: client.clone(),
+                                subject: reply,
+                                task: task.clone(),
+                                signer: signer.clone(),
+                                security: security.clone(),
+                            });
+                            let work = receiver.receive(task, sink);
                             if inline.is_empty() {
                                 inline.push(work);
                             } else {

@@ -4,11 +4,11 @@
 //! | message | subject | headers |
 //! |---|---|---|
 //! | task | `anocast.task.<topic>`, reply subject = the dispatcher's inbox | `Anocast-Request-Id`, `Anocast-Deadline` (Unix ms), `Anocast-Depth`, `Anocast-Ancestry` (comma-separated request ids), `Content-Type` |
-//! | acknowledgement | the inbox | `Anocast-Kind: ack`, `Anocast-Worker` (`node/plugin@version`), `Anocast-Interest` (`declared`, `not-interested`, `refused`) |
-//! | partial | the inbox | `Anocast-Kind: partial`, `Anocast-Worker`, `Anocast-Status` (`ok`, `error`) |
+//! | reply | the inbox | none: the body is a signed envelope (`anocast_wire::envelope`) |
 //!
 //! Decoding is strict: a message missing a header or carrying a malformed
-//! one is refused with a reason, never half-read.
+//! one is refused with a reason, never half-read. `docs/protocol.md` has
+//! the whole protocol.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_nats::HeaderMap;
 use bytes::Bytes;
 
-use super::{Interest, Partial, Reply, Task, WorkerId};
+use super::Task;
 use crate::topic::Topic;
 
 /// Prefix of every task subject.
@@ -27,12 +27,7 @@ const DEADLINE: &str = "Anocast-Deadline";
 const DEPTH: &str = "Anocast-Depth";
 const ANCESTRY: &str = "Anocast-Ancestry";
 const CONTENT_TYPE: &str = "Content-Type";
-const KIND: &str = "Anocast-Kind";
-const WORKER: &str = "Anocast-Worker";
-const INTEREST: &str = "Anocast-Interest";
-const STATUS: &str = "Anocast-Status";
 const EXPECTED: &str = "Anocast-Expected";
-const CLOSED: &str = "Anocast-Closed";
 
 /// Why a message was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -90,79 +85,6 @@ pub fn decode_task(subject: &str, headers: Option<&HeaderMap>, body: &[u8]) -> R
     })
 }
 
-/// Headers and body of a reply.
-pub fn encode_reply(reply: &Reply) -> (HeaderMap, Bytes) {
-    let mut headers = HeaderMap::new();
-    match reply {
-        Reply::Ack { worker, interest, closed } => {
-            headers.insert(KIND, "ack");
-            headers.insert(WORKER, worker.to_string().as_str());
-            let interest = match interest {
-                Interest::Declared => "declared",
-                Interest::NotInterested => "not-interested",
-                Interest::Refused => "refused",
-            };
-            headers.insert(INTEREST, interest);
-            match closed {
-                // The declared workers, one per line (worker ids hold no
-                // whitespace).
-                Some(list) => {
-                    headers.insert(CLOSED, "1");
-                    (headers, Bytes::from(list.join("\n")))
-                }
-                None => (headers, Bytes::new()),
-            }
-        }
-        Reply::Partial(partial) => {
-            headers.insert(KIND, "partial");
-            headers.insert(WORKER, partial.worker.to_string().as_str());
-            let (status, body) = match &partial.result {
-                Ok(bytes) => ("ok", Bytes::copy_from_slice(bytes)),
-                Err(error) => ("error", Bytes::copy_from_slice(error.as_bytes())),
-            };
-            headers.insert(STATUS, status);
-            (headers, body)
-        }
-    }
-}
-
-/// Reads a reply.
-pub fn decode_reply(headers: Option<&HeaderMap>, body: &[u8]) -> Result<Reply, WireError> {
-    let worker = WorkerId::parse(header(headers, WORKER)?).ok_or_else(|| WireError("bad worker id".into()))?;
-    match header(headers, KIND)? {
-        "ack" => {
-            let interest = match header(headers, INTEREST)? {
-                "declared" => Interest::Declared,
-                "not-interested" => Interest::NotInterested,
-                "refused" => Interest::Refused,
-                other => return Err(WireError(format!("unknown interest {other:?}"))),
-            };
-            let closed = match headers.and_then(|h| h.get(CLOSED)).map(|v| v.as_str()) {
-                None => None,
-                Some("1") => {
-                    let text = std::str::from_utf8(body).map_err(|_| WireError("closed list is not UTF-8".into()))?;
-                    let list: Vec<String> = text.split('\n').filter(|w| !w.is_empty()).map(str::to_owned).collect();
-                    if list.iter().any(|w| WorkerId::parse(w).is_none()) {
-                        return Err(WireError("bad worker id in the closed list".into()));
-                    }
-                    Some(list)
-                }
-                Some(other) => return Err(WireError(format!("bad {CLOSED} {other:?}"))),
-            };
-            Ok(Reply::Ack { worker, interest, closed })
-        }
-        "partial" => {
-            let result = match header(headers, STATUS)? {
-                "ok" => Ok(body.to_vec()),
-                "error" => Err(String::from_utf8_lossy(body).into_owned()),
-                other => return Err(WireError(format!("unknown status {other:?}"))),
-            };
-            Ok(Reply::Partial(Partial { worker, result }))
-        }
-        other => Err(WireError(format!("unknown kind {other:?}"))),
-    }
-}
-
 /// Unix milliseconds of `time`.
 pub fn unix_ms(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
@@ -201,27 +123,6 @@ mod tests {
     }
 
     #[test]
-    fn replies_round_trip() {
-        let worker = WorkerId { node: "n1".into(), plugin: "p".into(), version: "1.0@beta".into() };
-        for reply in [
-            Reply::Ack { worker: worker.clone(), interest: Interest::Declared, closed: None },
-            Reply::Ack { worker: worker.clone(), interest: Interest::Refused, closed: None },
-            Reply::Ack {
-                worker: worker.clone(),
-                interest: Interest::NotInterested,
-                closed: Some(vec!["a/x@1".into(), "b/y@2".into()]),
-            },
-            Reply::Ack { worker: worker.clone(), interest: Interest::Declared, closed: Some(vec![]) },
-            Reply::Partial(Partial { worker: worker.clone(), result: Ok(vec![0, 255]) }),
-            Reply::Partial(Partial { worker: worker.clone(), result: Err("nope".into()) }),
-        ] {
-            let (headers, body) = encode_reply(&reply);
-            let decoded = decode_reply(Some(&headers), &body).expect("decodes");
-            assert_eq!(format!("{decoded:?}"), format!("{reply:?}"));
-        }
-    }
-
-    #[test]
     fn malformed_messages_are_refused() {
         let (mut headers, body) = encode_task(&task());
         assert!(decode_task("anocast.task.a..b", Some(&headers), &body).is_err());
@@ -229,12 +130,5 @@ mod tests {
         assert!(decode_task("anocast.task.a", None, &body).is_err());
         headers.insert(DEADLINE, "soon");
         assert!(decode_task("anocast.task.a", Some(&headers), &body).is_err());
-        let mut headers = HeaderMap::new();
-        headers.insert(KIND, "ack");
-        headers.insert(WORKER, "no-slash");
-        assert!(decode_reply(Some(&headers), b"").is_err());
-        headers.insert(WORKER, "n/p@1");
-        headers.insert(INTEREST, "maybe");
-        assert!(decode_reply(Some(&headers), b"").is_err());
     }
 }

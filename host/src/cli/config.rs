@@ -9,6 +9,10 @@
 //! nats = "nats://127.0.0.1:4222"
 //! redis = "redis://127.0.0.1:6379"
 //! liveness = "3s"
+//! key = "/etc/anocast/node.key"
+//! data_dir = "/var/lib/anocast"
+//! trust = ["/etc/anocast/trusted"]
+//! trust_mesh = false
 //! memory_limit_mib = 64
 //! call_timeout = "10s"
 //! max_instances = 1000
@@ -31,6 +35,11 @@ pub struct FileConfig {
     pub nats: Option<String>,
     pub redis: Option<String>,
     pub liveness: Option<String>,
+    pub key: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub trust: Vec<PathBuf>,
+    pub trust_mesh: Option<bool>,
     pub memory_limit_mib: Option<u64>,
     pub call_timeout: Option<String>,
     pub max_instances: Option<u32>,

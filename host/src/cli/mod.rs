@@ -58,6 +58,20 @@ enum Command {
     /// List or check plugins.
     #[command(subcommand)]
     Plugins(PluginsCommand),
+    /// Make a node signing key: writes FILE (PKCS#8 PEM, owner-only) and
+    /// FILE.pub, and prints the public key, to list in other nodes' --trust.
+    Keygen(KeygenArgs),
+}
+
+#[derive(Debug, Args)]
+struct KeygenArgs {
+    /// Where to write the private key [default: node.key].
+    #[arg(long, short, value_name = "FILE", default_value = "node.key")]
+    out: PathBuf,
+    /// The node id the public key line names, binding the key to that node
+    /// in trust files.
+    #[arg(long, value_name = "ID")]
+    node_id: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -81,8 +95,8 @@ enum PluginsCommand {
 #[derive(Debug, Args)]
 struct ServeArgs {
     /// A TOML file with any of: plugins, http, node_id, nats, redis,
-    /// liveness, memory_limit_mib, call_timeout, max_instances. Flags and
-    /// ANOCAST_* variables override it.
+    /// liveness, key, data_dir, trust (a list), trust_mesh, memory_limit_mib,
+    /// call_timeout, max_instances. Flags and ANOCAST_* variables override it.
     #[arg(long, env = "ANOCAST_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     /// The plugins folder: every `.wasm` in it is loaded.
@@ -114,6 +128,29 @@ struct MeshArgs {
     /// whose node died is reported missing about this long after [default: 3s].
     #[arg(long, env = "ANOCAST_LIVENESS", value_name = "DURATION", value_parser = parse_duration)]
     liveness: Option<Duration>,
+    /// This node's private signing key (PKCS#8 PEM, owner-only)
+    /// [default: node.key in the data folder, made on first start].
+    #[arg(long, env = "ANOCAST_KEY", value_name = "FILE")]
+    key: Option<PathBuf>,
+    /// The node's data folder [default: $XDG_DATA_HOME/anocast/<node-id> or
+    /// ~/.local/share/anocast/<node-id>].
+    #[arg(long, env = "ANOCAST_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    trust: TrustArgs,
+}
+
+/// Whose replies a dispatcher accepts in distributed mode.
+#[derive(Debug, Args)]
+struct TrustArgs {
+    /// Trusted public keys: a file, or a folder of files, of lines
+    /// `ed25519:<hex> [node-id]` (repeatable). Distributed mode needs this or
+    /// --trust-mesh.
+    #[arg(long, value_name = "PATH")]
+    trust: Vec<PathBuf>,
+    /// Development only: trust every node registered in this mesh's Redis.
+    #[arg(long, env = "ANOCAST_TRUST_MESH")]
+    trust_mesh: bool,
 }
 
 #[derive(Debug, Args)]
@@ -140,6 +177,8 @@ struct DispatchArgs {
     /// The mesh's Redis (with --nats).
     #[arg(long, env = "ANOCAST_REDIS", value_name = "URL", requires = "nats")]
     redis: Option<String>,
+    #[command(flatten)]
+    trust: TrustArgs,
 }
 
 #[derive(Debug, Args)]
@@ -253,7 +292,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Dispatch(args) => {
             let (topic, payload, options) = args.task.resolve()?;
             let outcome = match mesh_config(args.nats.clone(), args.redis.clone(), None)? {
-                Some(mesh) => {
+                Some(mut mesh) => {
+                    mesh.trust = args.trust.trust.clone();
+                    mesh.trust_mesh = args.trust.trust_mesh;
                     let host = start_host(HostConfig {
                         plugins: None,
                         node_id: format!("client-{}", std::process::id()),
@@ -279,6 +320,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Plugins(PluginsCommand::Check { file }) => check(&file).await.map(|()| ExitCode::SUCCESS),
+        Command::Keygen(args) => {
+            if let Some(id) = &args.node_id {
+                crate::validate_node_id(id)?;
+            }
+            let key = anocast_wire::NodeKey::generate()?;
+            crate::trust::write_key(&args.out, &key, args.node_id.as_deref())?;
+            eprintln!(
+                "wrote {} (keep it private) and {}",
+                args.out.display(),
+                crate::trust::public_key_path(&args.out).display()
+            );
+            match &args.node_id {
+                Some(id) => println!("{} {id}", key.public()),
+                None => println!("{}", key.public()),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -375,11 +433,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(d) => Some(d),
         None => file.duration("liveness", file.liveness.as_deref())?,
     };
-    let mesh = mesh_config(
+    let mut mesh = mesh_config(
         args.mesh.nats.clone().or(file.nats.clone()),
         args.mesh.redis.clone().or(file.redis.clone()),
         liveness,
     )?;
+    if let Some(mesh) = &mut mesh {
+        mesh.key = args.mesh.key.clone().or(file.key.clone());
+        mesh.data_dir = args.mesh.data_dir.clone().or(file.data_dir.clone());
+        mesh.trust = if args.mesh.trust.trust.is_empty() { file.trust.clone() } else { args.mesh.trust.trust.clone() };
+        mesh.trust_mesh = args.mesh.trust.trust_mesh || file.trust_mesh.unwrap_or(false);
+    }
     let config = HostConfig {
         plugins: Some(plugins),
         node_id: args.node_id.clone().or(file.node_id.clone()).unwrap_or_else(crate::default_node_id),

@@ -30,6 +30,7 @@ pub use outcome::{Outcome, Status};
 use crate::bus::{Bus, Interest, Partial, Reply, Task};
 use crate::ledger::{Ledger, Registry};
 use crate::topic::Topic;
+use crate::trust::{Security, SecurityStats};
 
 /// Longest deadline a dispatch may ask for.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -80,12 +81,20 @@ pub struct Dispatcher {
     bus: Arc<dyn Bus>,
     ledger: Arc<dyn Ledger>,
     registry: Option<Arc<dyn Registry>>,
+    security: Option<Arc<Security>>,
 }
 
 impl Dispatcher {
     /// A dispatcher over `bus` and `ledger`.
     pub fn new(bus: Arc<dyn Bus>, ledger: Arc<dyn Ledger>) -> Self {
-        Dispatcher { bus, ledger, registry: None }
+        Dispatcher { bus, ledger, registry: None, security: None }
+    }
+
+    /// Waits only for interest list entries that a key trusted by
+    /// `security` signed for the dispatch (distributed mode).
+    pub fn with_security(mut self, security: Arc<Security>) -> Self {
+        self.security = Some(security);
+        self
     }
 
     /// Uses `registry` to know how many receivers to expect (when the bus
@@ -130,12 +139,12 @@ impl Dispatcher {
         let ttl = options.timeout + LIST_TTL_MARGIN;
         self.ledger.open(&key, ttl).await?;
         let mut finish = FinishList { ledger: self.ledger.clone(), key: Some(key.clone()), ttl };
-        let mut inbox = self.bus.open_inbox().await?;
+        let mut inbox = self.bus.open_inbox(&task).await?;
         let receivers = self.bus.broadcast(task.clone(), &mut inbox).await?.or(expected);
         let check_every = self.registry.as_ref().map_or(options.timeout, |r| r.check_interval());
         let mut liveness = tokio::time::interval_at((started + check_every).into(), check_every);
 
-        let mut gather = Gather::new(&self.ledger, &key, ttl);
+        let mut gather = Gather::new(&self.ledger, &key, ttl, &task, self.security.as_deref());
         if receivers == Some(0) {
             gather.close().await;
         }
@@ -191,12 +200,15 @@ impl Dispatcher {
         drop(finish);
         let mut partials = std::mem::take(&mut gather.partials);
         partials.sort_by(|a, b| a.worker.cmp(&b.worker));
+        let mut untrusted = std::mem::take(&mut gather.untrusted);
+        untrusted.sort();
         Ok(Outcome {
             request_id: task.request_id.to_string(),
             topic: task.topic.to_string(),
             status,
             partials,
             missing,
+            untrusted,
             elapsed: started.elapsed(),
         })
     }
@@ -211,6 +223,9 @@ struct Gather<'a> {
     ledger: &'a Arc<dyn Ledger>,
     key: &'a str,
     ttl: Duration,
+    task: &'a Task,
+    /// Distributed mode: list entries must be trusted signed declarations.
+    security: Option<&'a Security>,
     /// Whether the interest window is still open.
     open: bool,
     /// Acknowledgements received.
@@ -223,16 +238,28 @@ struct Gather<'a> {
     waiting: HashSet<String>,
     /// Declared workers whose node was found dead.
     lost: Vec<String>,
+    /// List entries that are not a trusted signer's declaration for this
+    /// dispatch: reported, never waited for.
+    untrusted: Vec<String>,
     /// Partials kept, one per worker.
     partials: Vec<Partial>,
 }
 
 impl<'a> Gather<'a> {
-    fn new(ledger: &'a Arc<dyn Ledger>, key: &'a str, ttl: Duration) -> Self {
+    fn new(
+        ledger: &'a Arc<dyn Ledger>,
+        key: &'a str,
+        ttl: Duration,
+        task: &'a Task,
+        security: Option<&'a Security>,
+    ) -> Self {
         Gather {
             ledger,
             key,
             ttl,
+            task,
+            security,
+            untrusted: Vec::new(),
             open: true,
             acks: 0,
             declared: HashSet::new(),
@@ -258,12 +285,37 @@ impl<'a> Gather<'a> {
         }
     }
 
-    /// The window is closed; `list` holds who had declared by then.
+    /// The window is closed; `list` holds the entries of who had declared
+    /// by then.
     fn closed(&mut self, list: Vec<String>) {
+        use anocast_wire::declaration::{Declaration, worker_id};
         self.open = false;
-        // Workers that already replied may still be listed: their settling
-        // is not awaited.
-        self.waiting = list.into_iter().filter(|w| !self.replied.contains(w)).collect();
+        self.waiting.clear();
+        for entry in list {
+            let worker = worker_id(&entry);
+            // Workers that already replied may still be listed: their
+            // settling is not awaited.
+            if self.replied.contains(worker) {
+                continue;
+            }
+            if let Some(security) = self.security {
+                let checked = Declaration::parse(&entry).and_then(|d| {
+                    d.verify(self.task.topic.as_str(), &self.task.request_id)?;
+                    Ok(d)
+                });
+                match checked {
+                    Ok(d) if security.trusts(&d.worker) => {}
+                    outcome => {
+                        let why = outcome.err().map_or_else(|| "untrusted key".to_owned(), |e| e.to_string());
+                        SecurityStats::count(&security.stats.untrusted_declarations);
+                        tracing::warn!(worker, why, "ignored an interest list entry that is not a trusted declaration");
+                        self.untrusted.push(worker.to_owned());
+                        continue;
+                    }
+                }
+            }
+            self.waiting.insert(worker.to_owned());
+        }
     }
 
     async fn partial(&mut self, partial: Partial) {

@@ -4,7 +4,7 @@
 //! ```json
 //! {"request_id": "...", "topic": "text.analyze", "status": "complete",
 //!  "partials": [{"worker": "node/plugin@1.0.0", "ok": true, "payload": {...}, "error": null}],
-//!  "missing": [], "elapsed_ms": 3}
+//!  "missing": [], "untrusted": [], "elapsed_ms": 3}
 //! ```
 //!
 //! `payload` is the worker's bytes as a JSON value when they are JSON, and as
@@ -58,6 +58,9 @@ pub struct Outcome {
     pub partials: Vec<Partial>,
     /// Declared workers that did not reply by the deadline.
     pub missing: Vec<String>,
+    /// Interest list entries ignored because no trusted key signed them for
+    /// this dispatch (distributed mode).
+    pub untrusted: Vec<String>,
     /// Time from dispatch to outcome.
     pub elapsed: Duration,
 }
@@ -71,12 +74,13 @@ impl Outcome {
 
 impl Serialize for Outcome {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut s = serializer.serialize_struct("Outcome", 6)?;
+        let mut s = serializer.serialize_struct("Outcome", 7)?;
         s.serialize_field("request_id", &self.request_id)?;
         s.serialize_field("topic", &self.topic)?;
         s.serialize_field("status", &self.status)?;
         s.serialize_field("partials", &self.partials.iter().map(PartialJson).collect::<Vec<_>>())?;
         s.serialize_field("missing", &self.missing)?;
+        s.serialize_field("untrusted", &self.untrusted)?;
         s.serialize_field("elapsed_ms", &(self.elapsed.as_millis() as u64))?;
         s.end()
     }
@@ -128,6 +132,7 @@ mod tests {
                 Partial { worker: worker("c"), result: Err("boom".into()) },
             ],
             missing: vec![],
+            untrusted: vec![],
             elapsed: Duration::from_millis(12),
         };
         let json: serde_json::Value = serde_json::from_str(&outcome.to_json()).expect("valid JSON");
@@ -140,7 +145,7 @@ mod tests {
                     {"worker": "n1/b@1.0.0", "ok": true, "payload": "plain text", "error": null},
                     {"worker": "n1/c@1.0.0", "ok": false, "payload": null, "error": "boom"},
                 ],
-                "missing": [], "elapsed_ms": 12
+                "missing": [], "untrusted": [], "elapsed_ms": 12
             })
         );
     }

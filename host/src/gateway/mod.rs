@@ -128,5 +128,7 @@ async fn plugins(State(host): State<Arc<Host>>) -> Json<serde_json::Value> {
         "plugins": plugins,
         "errors": set.failed,
         "mesh": host.mesh_nodes(),
+        "key": host.security().map(|s| s.key().public().to_string()),
+        "rejected": host.security().map(|s| &s.stats),
     }))
 }

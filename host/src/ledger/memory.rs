@@ -114,7 +114,7 @@ impl Ledger for MemoryLedger {
     async fn settle(&self, key: &str, worker: &str) -> Result<usize, LedgerError> {
         let mut shard = self.shard(key).lock();
         let Some(list) = shard.lists.get_mut(key) else { return Ok(0) };
-        if let Some(i) = list.workers.iter().position(|w| w == worker) {
+        if let Some(i) = list.workers.iter().position(|w| anocast_wire::declaration::worker_id(w) == worker) {
             list.workers.swap_remove(i);
         }
         Ok(list.workers.len())

@@ -10,7 +10,8 @@
 //!   receiver that is not interested. When the task says how many receivers
 //!   to expect, the answer that makes the count closes the window;
 //! - [`settle`](Ledger::settle) removes that worker's entry and returns how
-//!   many remain;
+//!   many remain (an entry is the worker id, alone in embedded mode, or
+//!   followed by a space and its signature in distributed mode);
 //! - [`close`](Ledger::close) closes the window and returns the workers still
 //!   on the list: from then on nobody can join;
 //! - [`finish`](Ledger::finish) forgets the list.

@@ -57,9 +57,16 @@ if answers >= tonumber(ARGV[2]) then
 end
 return {0}";
 
-/// Removes one entry of the worker; returns how many remain.
+/// Removes the worker's entry (the entry is the worker id, or starts with
+/// it and a space when signed); returns how many remain.
 const SETTLE: &str = r"
-redis.call('LREM', KEYS[1], 1, ARGV[1])
+local prefix = ARGV[1] .. ' '
+for _, e in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+  if e == ARGV[1] or string.sub(e, 1, #prefix) == prefix then
+    redis.call('LREM', KEYS[1], 1, e)
+    break
+  end
+end
 return redis.call('LLEN', KEYS[1])";
 
 /// Closes the window; returns the workers still on the list.

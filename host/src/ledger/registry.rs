@@ -65,6 +65,9 @@ return 1";
 pub struct NodeInfo {
     /// The node's id.
     pub id: String,
+    /// Its public signing key (`ed25519:<hex>`).
+    #[serde(default)]
+    pub key: String,
     /// Its plugins.
     pub plugins: Vec<PluginEntry>,
 }
@@ -117,6 +120,8 @@ pub trait Registry: Send + Sync {
     fn check_interval(&self) -> Duration;
     /// The live nodes as last seen, sorted by id.
     fn nodes(&self) -> Vec<NodeInfo>;
+    /// The public key a live node registered, as text.
+    fn node_key(&self, node: &str) -> Option<String>;
 }
 
 struct Snapshot {
@@ -243,5 +248,9 @@ impl Registry for RedisRegistry {
 
     fn nodes(&self) -> Vec<NodeInfo> {
         self.snapshot.load_full().map(|s| s.nodes.values().cloned().collect()).unwrap_or_default()
+    }
+
+    fn node_key(&self, node: &str) -> Option<String> {
+        self.fresh()?.nodes.get(node).map(|n| n.key.clone())
     }
 }

@@ -6,7 +6,9 @@
 //!
 //! 1. makes a fresh instance of the plugin and calls `interested`;
 //! 2. not interested: acknowledges, and that is all;
-//! 3. interested: declares the worker in the ledger *before* acknowledging,
+//! 3. interested: declares the worker in the ledger *before* acknowledging
+//!    (in distributed mode the list entry is signed with the node's key, see
+//!    [`crate::trust`]),
 //!    so that the dispatcher never sees the acknowledgement without the
 //!    declaration. A refused declaration (the window closed) is acknowledged
 //!    as such and the worker does not run;
@@ -25,6 +27,7 @@ use crate::bus::{
 };
 use crate::ledger::Ledger;
 use crate::runtime::{CallError, Plugin, WitTask};
+use crate::trust::Security;
 
 /// How long an instance may outlive its dispatch's deadline.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(100);
@@ -62,12 +65,14 @@ impl WorkerStats {
 
 impl Node {
     /// Subscribes every plugin to its topic patterns, in a queue group named
-    /// after the plugin.
+    /// after the plugin. With `security` (distributed mode), declarations are
+    /// signed with the node's key.
     pub async fn start(
         id: &str,
         plugins: &[Arc<Plugin>],
         bus: Arc<dyn Bus>,
         ledger: Arc<dyn Ledger>,
+        security: Option<Arc<Security>>,
     ) -> Result<Self, BusError> {
         let mut subscriptions = Vec::with_capacity(plugins.len());
         let mut stats = Vec::with_capacity(plugins.len());
@@ -79,14 +84,28 @@ impl Node {
             };
             let plugin_stats = Arc::new(WorkerStats::default());
             stats.push((plugin.info.name.clone(), plugin_stats.clone()));
+            let mut digest = [0u8; 32];
+            hex::decode_to_slice(&plugin.digest, &mut digest)
+                .map_err(|_| BusError(format!("bad digest of plugin {}", plugin.info.name)))?;
+            let signer = security.as_ref().map(|security| {
+                let signer = anocast_wire::Worker {
+                    node: worker.node.clone(),
+                    plugin: worker.plugin.clone(),
+                    version: worker.version.clone(),
+                    key: security.key().public(),
+                    digest,
+                };
+                (security.clone(), signer)
+            });
             let receiver = Arc::new(Subscriber(Arc::new(PluginReceiver {
                 label: Arc::from(worker.to_string()),
-                worker,
+                worker: worker.clone(),
+                signer,
                 plugin: plugin.clone(),
                 ledger: ledger.clone(),
                 stats: plugin_stats,
             })));
-            subscriptions.push(bus.subscribe(&plugin.info.name, &plugin.info.topics, receiver).await?);
+            subscriptions.push(bus.subscribe(&worker, digest, &plugin.info.topics, receiver).await?);
         }
         Ok(Node { id: id.to_owned(), stats, _subscriptions: subscriptions })
     }
@@ -106,6 +125,9 @@ impl Node {
 struct PluginReceiver {
     worker: WorkerId,
     label: Arc<str>,
+    /// Distributed mode: the key that signs declarations, and the worker as
+    /// it signs.
+    signer: Option<(Arc<Security>, anocast_wire::Worker)>,
     plugin: Arc<Plugin>,
     ledger: Arc<dyn Ledger>,
     stats: Arc<WorkerStats>,
@@ -188,8 +210,17 @@ impl PluginReceiver {
     /// Declares in the ledger, then acknowledges. `false`: refused.
     async fn declare(&self, task: &Task, replies: &dyn ReplySink) -> bool {
         let ttl = task.remaining() + LIST_TTL;
-        let (accepted, closed) = match self.ledger.declare(&task.interest_key(), &self.label, ttl, task.expected).await
-        {
+        let entry = match &self.signer {
+            None => Ok(self.label.to_string()),
+            Some((security, worker)) => {
+                anocast_wire::Declaration::entry(task.topic.as_str(), &task.request_id, worker, security.key())
+            }
+        };
+        let declared = match entry {
+            Ok(entry) => self.ledger.declare(&task.interest_key(), &entry, ttl, task.expected).await,
+            Err(err) => Err(crate::ledger::LedgerError(format!("cannot sign the declaration: {err}"))),
+        };
+        let (accepted, closed) = match declared {
             Ok(declaration) => (declaration.accepted, declaration.closed),
             Err(err) => {
                 tracing::warn!(%err, "could not declare; the worker will not run");

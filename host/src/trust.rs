@@ -1,0 +1,262 @@
+//! Node identity and trust, for distributed mode.
+//!
+//! Every node signs what its workers send with an ed25519 key of its own
+//! (the plugins never see it): generated on first start into the node's
+//! data folder (`node.key`, owner-only), or given with `--key FILE`.
+//! Dispatchers accept replies and declarations only from keys they trust:
+//! the keys listed with `--trust PATH` (a file, or a folder of files, of
+//! lines `ed25519:<hex> [node-id]`; with a node id the key is trusted only
+//! for that node), their own, and, only when asked with `--trust-mesh`
+//! (development), the key every live node publishes in the mesh's registry.
+//!
+//! Every rejection is counted in [`SecurityStats`] (shown by
+//! `GET /v1/plugins`) and logged; it changes neither an interest list nor
+//! an outcome. The formats are in the `anocast-wire` crate and
+//! `docs/protocol.md`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use anocast_wire::{NodeKey, PublicKey, Worker};
+use anyhow::{Context, bail};
+
+use crate::ledger::Registry;
+
+/// The name of the key file in a node's data folder.
+pub const KEY_FILE: &str = "node.key";
+
+/// Where a node's data folder is by default:
+/// `$XDG_DATA_HOME/anocast/<node-id>`, else `~/.local/share/anocast/<node-id>`.
+pub fn default_data_dir(node_id: &str) -> PathBuf {
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from(".anocast"));
+    base.join("anocast").join(node_id)
+}
+
+/// Reads a private key file, refusing one that others may read.
+pub fn read_key(path: &Path) -> anyhow::Result<NodeKey> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .with_context(|| format!("cannot read key file {}", path.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            bail!(
+                "key file {} is readable by others (mode {:o}); make it owner-only: chmod 600 {}",
+                path.display(),
+                mode & 0o777,
+                path.display()
+            );
+        }
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read key file {}", path.display()))?;
+    NodeKey::from_pem(&text).with_context(|| format!("invalid key file {}", path.display()))
+}
+
+/// Writes `key` to a new owner-only file at `path` (never over an existing
+/// one), and its public key to `path.pub`.
+pub fn write_key(path: &Path, key: &NodeKey, node_id: Option<&str>) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path).with_context(|| format!("cannot create key file {}", path.display()))?;
+    file.write_all(key.to_pem()?.as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
+    let public = match node_id {
+        Some(id) => format!("{} {id}\n", key.public()),
+        None => format!("{}\n", key.public()),
+    };
+    let pub_path = public_key_path(path);
+    std::fs::write(&pub_path, public).with_context(|| format!("cannot write {}", pub_path.display()))?;
+    Ok(())
+}
+
+/// `path` with `.pub` appended.
+pub fn public_key_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".pub");
+    PathBuf::from(name)
+}
+
+/// The key in `data_dir`, made (with the folder, owner-only) on first use.
+pub fn data_dir_key(data_dir: &Path, node_id: &str) -> anyhow::Result<NodeKey> {
+    let path = data_dir.join(KEY_FILE);
+    if path.exists() {
+        return read_key(&path);
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(data_dir).with_context(|| format!("cannot create the data folder {}", data_dir.display()))?;
+    let key = NodeKey::generate()?;
+    write_key(&path, &key, Some(node_id))?;
+    tracing::info!(key = %key.public(), file = %path.display(), "generated this node's signing key");
+    Ok(key)
+}
+
+/// The trusted keys, and whether to trust the mesh's registry too.
+#[derive(Debug, Default)]
+pub struct TrustStore {
+    /// Key -> the node ids it may sign for (`None`: any).
+    keys: HashMap<PublicKey, Option<Vec<String>>>,
+    mesh: bool,
+}
+
+impl TrustStore {
+    /// Reads every path (a file, or a folder whose files are all read);
+    /// `mesh`: also trust the keys of the mesh's registered nodes.
+    pub fn load(paths: &[PathBuf], mesh: bool) -> anyhow::Result<Self> {
+        let mut store = TrustStore { keys: HashMap::new(), mesh };
+        for path in paths {
+            if path.is_dir() {
+                let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+                    .with_context(|| format!("cannot read trust folder {}", path.display()))?
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.is_file())
+                    .collect();
+                files.sort();
+                for file in files {
+                    store.read_file(&file)?;
+                }
+            } else {
+                store.read_file(path)?;
+            }
+        }
+        Ok(store)
+    }
+
+    fn read_file(&mut self, path: &Path) -> anyhow::Result<()> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read trust file {}", path.display()))?;
+        for (n, line) in text.lines().enumerate() {
+            let line = line.split('#').next().unwrap_or_default().trim();
+            if line.is_empty() {
+                continue;
+            }
+            let mut fields = line.split_whitespace();
+            let key = fields.next().unwrap_or_default();
+            let node = fields.next();
+            if fields.next().is_some() {
+                bail!("{}:{}: expected `ed25519:<hex> [node-id]`", path.display(), n + 1);
+            }
+            let key = PublicKey::parse(key).map_err(|e| anyhow::anyhow!("{}:{}: {e}", path.display(), n + 1))?;
+            if let Some(node) = node {
+                crate::validate_node_id(node).with_context(|| format!("{}:{}", path.display(), n + 1))?;
+            }
+            self.add(key, node);
+        }
+        Ok(())
+    }
+
+    /// Trusts `key`, for `node` only or (`None`) for any node id.
+    pub fn add(&mut self, key: PublicKey, node: Option<&str>) {
+        match (self.keys.entry(key).or_insert_with(|| Some(Vec::new())), node) {
+            (slot @ Some(_), None) => *slot = None,
+            (Some(nodes), Some(node)) => nodes.push(node.to_owned()),
+            (None, _) => {}
+        }
+    }
+
+    /// How many keys are listed.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether no key is listed.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Whether the mesh's registered keys are trusted too.
+    pub fn trusts_mesh(&self) -> bool {
+        self.mesh
+    }
+}
+
+/// Rejections counted by a node.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct SecurityStats {
+    /// Replies that are not a well-formed signed envelope (unsigned ones
+    /// included).
+    pub malformed: AtomicU64,
+    /// Replies whose signature does not verify (tampered or forged).
+    pub bad_signature: AtomicU64,
+    /// Replies signed by a key this node does not trust for that node id.
+    pub untrusted_key: AtomicU64,
+    /// Replies made for another request or topic (replayed).
+    pub replayed: AtomicU64,
+    /// Second replies of one signer for one request.
+    pub duplicate: AtomicU64,
+    /// Interest list entries that are not a trusted signer's declaration.
+    pub untrusted_declarations: AtomicU64,
+}
+
+impl SecurityStats {
+    /// Adds one to `counter`.
+    pub fn count(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A node's identity and what it trusts. Shared by its bus (which signs
+/// and verifies replies) and its dispatcher (which checks declarations).
+pub struct Security {
+    key: NodeKey,
+    node_id: String,
+    store: TrustStore,
+    registry: OnceLock<Arc<dyn Registry>>,
+    /// What was rejected.
+    pub stats: SecurityStats,
+}
+
+impl std::fmt::Debug for Security {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Security").field("key", &self.key).field("node_id", &self.node_id).finish_non_exhaustive()
+    }
+}
+
+impl Security {
+    /// A node signing with `key` as `node_id`, trusting `store`.
+    pub fn new(key: NodeKey, node_id: &str, store: TrustStore) -> Self {
+        Security { key, node_id: node_id.to_owned(), store, registry: OnceLock::new(), stats: SecurityStats::default() }
+    }
+
+    /// Where the mesh's registered keys are read (for `--trust-mesh`).
+    pub fn set_registry(&self, registry: Arc<dyn Registry>) {
+        let _ = self.registry.set(registry);
+    }
+
+    /// This node's signing key.
+    pub fn key(&self) -> &NodeKey {
+        &self.key
+    }
+
+    /// Whether `worker`'s key is trusted to sign for its node.
+    pub fn trusts(&self, worker: &Worker) -> bool {
+        if worker.node == self.node_id && worker.key == self.key.public() {
+            return true;
+        }
+        match self.store.keys.get(&worker.key) {
+            Some(None) => return true,
+            Some(Some(nodes)) if nodes.contains(&worker.node) => return true,
+            _ => {}
+        }
+        self.store.trusts_mesh()
+            && self.registry.get().and_then(|r| r.node_key(&worker.node)).is_some_and(|k| k == worker.key.to_string())
+    }
+}

@@ -1,0 +1,180 @@
+//! Signed replies and trust in distributed mode (issue 4): an eavesdropper
+//! on the bus replays, duplicates, tampers with and forges replies, and a
+//! node whose key nobody trusts declares itself; none of it changes an
+//! outcome, and every rejection is counted.
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime};
+
+use anocast::anocast_wire::{Envelope, NodeKey, Worker};
+use anocast::{DispatchOptions, Host, HostConfig, MeshConfig, RuntimeConfig, Status, Topic};
+use anocast_tests::servers::{Nats, Redis};
+use anocast_tests::{Child, PluginDir, guests, spawn_serve};
+use anyhow::Context;
+use futures::StreamExt;
+
+const EXE: &str = env!("CARGO_BIN_EXE_anocast-cli-under-test");
+
+/// A node process with its own key file, and the public key to trust it.
+struct Node {
+    _process: Child,
+    _dir: PluginDir,
+    _keys: tempfile::TempDir,
+    public: String,
+}
+
+fn node(nats: &Nats, redis: &Redis, id: &str, guests: &[&str]) -> anyhow::Result<Node> {
+    let dir = PluginDir::with(guests)?;
+    let keys = tempfile::tempdir()?;
+    let key_file = keys.path().join("node.key");
+    let key = NodeKey::generate()?;
+    anocast::trust::write_key(&key_file, &key, Some(id))?;
+    let key_arg = key_file.to_str().context("utf-8 path")?;
+    let (nats, redis) = (nats.url(), redis.url());
+    let args = ["--nats", &nats, "--redis", &redis, "--liveness", "1s", "--key", key_arg, "--trust-mesh"];
+    let (process, _url) = spawn_serve(EXE, dir.path(), id, &args)?;
+    Ok(Node { _process: process, _dir: dir, _keys: keys, public: key.public().to_string() })
+}
+
+/// A plugin-less dispatcher trusting only the keys in `trust_file`.
+async fn client(nats: &Nats, redis: &Redis, trust_file: &Path) -> anyhow::Result<Host> {
+    let mut mesh = MeshConfig::new(&nats.url(), &redis.url());
+    mesh.liveness = anocast::ledger::Liveness::from_ttl(Duration::from_secs(1));
+    mesh.trust = vec![trust_file.to_owned()];
+    Host::start(HostConfig {
+        plugins: None,
+        node_id: "client".into(),
+        runtime: RuntimeConfig::default(),
+        mesh: Some(mesh),
+    })
+    .await
+}
+
+async fn converge(host: &Host, count: usize) -> anyhow::Result<()> {
+    let until = Instant::now() + Duration::from_secs(10);
+    while host.mesh_nodes().len() != count {
+        anyhow::ensure!(Instant::now() < until, "the mesh did not converge");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+fn options(grace_ms: u64, timeout_ms: u64) -> DispatchOptions {
+    DispatchOptions {
+        grace: Duration::from_millis(grace_ms),
+        timeout: Duration::from_millis(timeout_ms),
+        ..DispatchOptions::default()
+    }
+}
+
+fn workers(outcome: &anocast::Outcome) -> Vec<String> {
+    outcome.partials.iter().map(|p| p.worker.to_string()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_duplicated_tampered_forged_and_unsigned_replies_change_nothing() -> anyhow::Result<()> {
+    let (nats, redis) = (Nats::start()?, Redis::start()?);
+    let a = node(&nats, &redis, "a", &[guests::ECHO])?;
+    let b = node(&nats, &redis, "b", &[guests::MISBEHAVE])?;
+    let trust = tempfile::NamedTempFile::new()?;
+    std::fs::write(trust.path(), format!("# the two nodes\n{} a\n{} b\n", a.public, b.public))?;
+    let client = client(&nats, &redis, trust.path()).await?;
+    converge(&client, 2).await?;
+
+    // The eavesdropper sees every reply (NATS without authorization).
+    let spy = async_nats::connect(nats.url()).await?;
+    let mut replies = spy.subscribe("_INBOX.>").await?;
+    spy.flush().await?;
+
+    // A genuine reply from an earlier dispatch, to replay later.
+    let first = client.dispatcher().dispatch(Topic::parse("echo")?, b"first".to_vec(), &options(2000, 10_000)).await?;
+    assert_eq!(first.status, Status::Complete);
+    let mut next_result = async |not_of: &str| -> anyhow::Result<async_nats::Message> {
+        loop {
+            let message = tokio::time::timeout(Duration::from_secs(5), replies.next()).await?.context("no reply")?;
+            let envelope = Envelope::open(&message.payload)?;
+            if envelope.result.is_some() && envelope.request_id != not_of {
+                return Ok(message);
+            }
+        }
+    };
+    let old = next_result("").await?.payload;
+
+    // `race.x`: echo (node a) answers at once, misbehave (node b) after
+    // 400 ms, which leaves the dispatch open while the spy acts.
+    let (dispatcher, race) = (client.dispatcher().clone(), Topic::parse("race.x")?);
+    let dispatch =
+        tokio::spawn(async move { dispatcher.dispatch(race, b"400".to_vec(), &options(3000, 10_000)).await });
+    // Echo's partial (a result, whose last signed bytes are its payload).
+    let genuine = next_result(&first.request_id).await?;
+    let inbox = genuine.subject.clone();
+    // Duplicated.
+    spy.publish(inbox.clone(), genuine.payload.clone()).await?;
+    // Tampered: one byte of the payload changed.
+    let mut tampered = genuine.payload.to_vec();
+    let at = tampered.len() - 65;
+    tampered[at] ^= 1;
+    spy.publish(inbox.clone(), tampered.into()).await?;
+    // Replayed from the earlier request.
+    spy.publish(inbox.clone(), old).await?;
+    // Unsigned.
+    spy.publish(inbox.clone(), "I am echo, trust me".into()).await?;
+    // Forged: a well-formed envelope for this request, signed by a key
+    // nobody trusts, claiming to be node a's echo.
+    let opened = Envelope::open(&genuine.payload)?;
+    let mallory = NodeKey::generate()?;
+    let forged = Envelope {
+        worker: Worker { key: mallory.public(), ..opened.worker.clone() },
+        result: Some(Ok(b"forged".to_vec())),
+        timestamp_ms: SystemTime::now().duration_since(SystemTime::UNIX_EPOCH)?.as_millis() as u64,
+        ..opened.clone()
+    };
+    spy.publish(inbox.clone(), forged.seal(&mallory)?.into()).await?;
+    // Forged with a trusted node's key in the envelope, signed by another.
+    let mut impostor = Envelope { result: Some(Ok(b"impostor".to_vec())), ..opened.clone() }.unsigned()?;
+    impostor.extend_from_slice(&mallory.sign(&impostor));
+    spy.publish(inbox, impostor.into()).await?;
+    spy.flush().await?;
+
+    let outcome = dispatch.await??;
+    assert_eq!(outcome.status, Status::Complete, "{}", outcome.to_json());
+    assert_eq!(workers(&outcome), ["a/echo@1.0.0", "b/misbehave@0.1.0"]);
+    let payloads: Vec<_> = outcome.partials.iter().map(|p| p.result.clone()).collect();
+    assert_eq!(payloads, [Ok(b"400".to_vec()), Ok(b"slow".to_vec())]);
+    assert!(outcome.untrusted.is_empty());
+
+    let stats = &client.security().context("distributed mode has security")?.stats;
+    let count = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    assert_eq!(count(&stats.duplicate), 1, "duplicate");
+    assert_eq!(count(&stats.bad_signature), 2, "tampered and impostor");
+    assert_eq!(count(&stats.replayed), 1, "replayed");
+    assert_eq!(count(&stats.malformed), 1, "unsigned");
+    assert_eq!(count(&stats.untrusted_key), 1, "forged");
+    redis.assert_every_key_expires().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declaration_from_an_untrusted_node_holds_no_dispatch_hostage() -> anyhow::Result<()> {
+    let (nats, redis) = (Nats::start()?, Redis::start()?);
+    let a = node(&nats, &redis, "a", &[guests::ECHO])?;
+    let _u = node(&nats, &redis, "u", &[guests::MISBEHAVE])?;
+    let trust = tempfile::NamedTempFile::new()?;
+    std::fs::write(trust.path(), format!("{} a\n", a.public))?;
+    let client = client(&nats, &redis, trust.path()).await?;
+    converge(&client, 2).await?;
+
+    // Node u's misbehave declares after 50 ms, well inside the window; its
+    // replies are rejected, and its entry on the list is not waited for.
+    let started = Instant::now();
+    let outcome = client.dispatcher().dispatch(Topic::parse("race.y")?, b"50".to_vec(), &options(500, 20_000)).await?;
+    assert_eq!(outcome.status, Status::Complete, "{}", outcome.to_json());
+    assert_eq!(workers(&outcome), ["a/echo@1.0.0"]);
+    assert_eq!(outcome.untrusted, ["u/misbehave@0.1.0"]);
+    assert!(outcome.missing.is_empty());
+    assert!(started.elapsed() < Duration::from_secs(5), "held hostage for {:?}", started.elapsed());
+    let stats = &client.security().context("security")?.stats;
+    assert_eq!(stats.untrusted_declarations.load(Ordering::Relaxed), 1);
+    assert!(stats.untrusted_key.load(Ordering::Relaxed) >= 1, "u's acknowledgement was rejected");
+    redis.assert_every_key_expires().await
+}
