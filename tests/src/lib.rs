@@ -107,9 +107,19 @@ pub fn spawn_anocast(exe: &str, args: &[&str], envs: &[(&str, &str)]) -> anyhow:
 /// A plugin-less dispatcher in this process, joined to a mesh (trusting its
 /// registered nodes), noticing dead nodes after one second.
 pub async fn mesh_client(nats: &str, redis: &str) -> anyhow::Result<Host> {
+    mesh_client_with(nats, redis, |mesh| mesh.trust_mesh = true).await
+}
+
+/// A plugin-less dispatcher in this process, joined to a mesh, noticing dead
+/// nodes after one second, its trust set by `trust`.
+pub async fn mesh_client_with(
+    nats: &str,
+    redis: &str,
+    trust: impl FnOnce(&mut anocast::MeshConfig),
+) -> anyhow::Result<Host> {
     let mut mesh = anocast::MeshConfig::new(nats, redis);
     mesh.liveness = anocast::ledger::Liveness::from_ttl(std::time::Duration::from_secs(1));
-    mesh.trust_mesh = true;
+    trust(&mut mesh);
     Host::start(HostConfig {
         plugins: None,
         node_id: "client".into(),

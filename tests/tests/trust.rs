@@ -8,9 +8,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
 use anocast::anocast_wire::{Envelope, NodeKey, Worker};
-use anocast::{DispatchOptions, Host, HostConfig, MeshConfig, RuntimeConfig, Status, Topic};
+use anocast::{DispatchOptions, Host, Status, Topic};
 use anocast_tests::servers::{Nats, Redis};
-use anocast_tests::{Child, PluginDir, guests, spawn_serve};
+use anocast_tests::{Child, PluginDir, guests, mesh_client_with, spawn_serve};
 use anyhow::Context;
 use futures::StreamExt;
 
@@ -39,16 +39,7 @@ fn node(nats: &Nats, redis: &Redis, id: &str, guests: &[&str]) -> anyhow::Result
 
 /// A plugin-less dispatcher trusting only the keys in `trust_file`.
 async fn client(nats: &Nats, redis: &Redis, trust_file: &Path) -> anyhow::Result<Host> {
-    let mut mesh = MeshConfig::new(&nats.url(), &redis.url());
-    mesh.liveness = anocast::ledger::Liveness::from_ttl(Duration::from_secs(1));
-    mesh.trust = vec![trust_file.to_owned()];
-    Host::start(HostConfig {
-        plugins: None,
-        node_id: "client".into(),
-        runtime: RuntimeConfig::default(),
-        mesh: Some(mesh),
-    })
-    .await
+    mesh_client_with(&nats.url(), &redis.url(), |mesh| mesh.trust = vec![trust_file.to_owned()]).await
 }
 
 async fn converge(host: &Host, count: usize) -> anyhow::Result<()> {
