@@ -172,16 +172,6 @@ impl TrustStore {
         }
     }
 
-    /// How many keys are listed.
-    pub fn len(&self) -> usize {
-        self.keys.len()
-    }
-
-    /// Whether no key is listed.
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
-    }
-
     /// Whether the mesh's registered keys are trusted too.
     pub fn trusts_mesh(&self) -> bool {
         self.mesh

@@ -65,6 +65,26 @@ impl WorkerId {
     }
 }
 
+impl WorkerId {
+    /// The worker as it signs: with its node's public key and the digest of
+    /// its plugin's file.
+    pub fn signing(&self, key: anocast_wire::PublicKey, digest: [u8; 32]) -> anocast_wire::Worker {
+        anocast_wire::Worker {
+            node: self.node.clone(),
+            plugin: self.plugin.clone(),
+            version: self.version.clone(),
+            key,
+            digest,
+        }
+    }
+}
+
+impl From<&anocast_wire::Worker> for WorkerId {
+    fn from(worker: &anocast_wire::Worker) -> Self {
+        WorkerId { node: worker.node.clone(), plugin: worker.plugin.clone(), version: worker.version.clone() }
+    }
+}
+
 impl fmt::Display for WorkerId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}@{}", self.node, self.plugin, self.version)

@@ -189,11 +189,7 @@ fn deliver(messages: &[Message], routes: &Routes, security: &Security) {
             continue;
         }
         let signer = envelope.worker.signer();
-        let worker = WorkerId {
-            node: envelope.worker.node.clone(),
-            plugin: envelope.worker.plugin.clone(),
-            version: envelope.worker.version.clone(),
-        };
+        let worker = WorkerId::from(&envelope.worker);
         if (envelope.ack.is_some() && route.acked.contains(&signer))
             || (envelope.result.is_some() && route.answered.contains(&signer))
         {
@@ -288,13 +284,7 @@ impl Bus for NatsBus {
         patterns: &[Pattern],
         receiver: Arc<dyn TaskReceiver>,
     ) -> Result<Subscription, BusError> {
-        let signer = Arc::new(anocast_wire::Worker {
-            node: worker.node.clone(),
-            plugin: worker.plugin.clone(),
-            version: worker.version.clone(),
-            key: self.security.key().public(),
-            digest,
-        });
+        let signer = Arc::new(worker.signing(self.security.key().public(), digest));
         let group = &worker.plugin;
         let mut pumps = Vec::new();
         for pattern in patterns {

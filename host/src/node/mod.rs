@@ -87,16 +87,8 @@ impl Node {
             let mut digest = [0u8; 32];
             hex::decode_to_slice(&plugin.digest, &mut digest)
                 .map_err(|_| BusError(format!("bad digest of plugin {}", plugin.info.name)))?;
-            let signer = security.as_ref().map(|security| {
-                let signer = anocast_wire::Worker {
-                    node: worker.node.clone(),
-                    plugin: worker.plugin.clone(),
-                    version: worker.version.clone(),
-                    key: security.key().public(),
-                    digest,
-                };
-                (security.clone(), signer)
-            });
+            let signer =
+                security.as_ref().map(|security| (security.clone(), worker.signing(security.key().public(), digest)));
             let receiver = Arc::new(Subscriber(Arc::new(PluginReceiver {
                 label: Arc::from(worker.to_string()),
                 worker: worker.clone(),
