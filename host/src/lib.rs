@@ -47,6 +47,8 @@ pub mod gateway;
 pub mod ledger;
 pub mod node;
 pub mod plugins;
+#[cfg(test)]
+mod protocol_doc;
 pub mod runtime;
 pub mod topic;
 pub mod trust;

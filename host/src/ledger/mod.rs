@@ -33,6 +33,19 @@ pub use memory::MemoryLedger;
 pub use redis::{KEY_PREFIX, RedisLedger, connect as connect_redis, keys as redis_keys};
 pub use registry::{Liveness, NodeInfo, PluginEntry, RedisRegistry, Registry};
 
+/// Every Lua script run in Redis, by the name `docs/protocol.md` gives it.
+#[cfg(test)]
+pub(crate) const SCRIPTS: [(&str, &str); 8] = [
+    ("declare", redis::DECLARE),
+    ("decline", redis::DECLINE),
+    ("settle", redis::SETTLE),
+    ("close", redis::CLOSE),
+    ("finish", redis::FINISH),
+    ("heartbeat", registry::HEARTBEAT),
+    ("live", registry::LIVE),
+    ("leave", registry::LEAVE),
+];
+
 /// A ledger failure.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("ledger: {0}")]

@@ -26,7 +26,7 @@ use super::{Declaration, Ledger, LedgerError};
 /// Pushes the worker unless the window has closed, and counts the answer.
 /// Returns `{accepted, closed, declared workers...}`: `closed` is 1 when
 /// this answer was the last expected one and closed the window.
-const DECLARE: &str = r"
+pub(super) const DECLARE: &str = r"
 if redis.call('EXISTS', KEYS[2]) == 1 then return {0, 0} end
 redis.call('RPUSH', KEYS[1], ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -45,7 +45,7 @@ return {1, 0}";
 
 /// Counts a receiver that is not interested. Returns `{closed, declared
 /// workers...}` as [`DECLARE`] does.
-const DECLINE: &str = r"
+pub(super) const DECLINE: &str = r"
 if tonumber(ARGV[2]) == 0 or redis.call('EXISTS', KEYS[2]) == 1 then return {0} end
 local answers = redis.call('INCR', KEYS[3])
 redis.call('PEXPIRE', KEYS[3], ARGV[1])
@@ -59,7 +59,7 @@ return {0}";
 
 /// Removes the worker's entry (the entry is the worker id, or starts with
 /// it and a space when signed); returns how many remain.
-const SETTLE: &str = r"
+pub(super) const SETTLE: &str = r"
 local prefix = ARGV[1] .. ' '
 for _, e in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
   if e == ARGV[1] or string.sub(e, 1, #prefix) == prefix then
@@ -70,14 +70,14 @@ end
 return redis.call('LLEN', KEYS[1])";
 
 /// Closes the window; returns the workers still on the list.
-const CLOSE: &str = r"
+pub(super) const CLOSE: &str = r"
 redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
 return redis.call('LRANGE', KEYS[1], 0, -1)";
 
 /// Closes the window (if still open) and drops the list and the answer
 /// count; the closed marker stays until its time-to-live, so late
 /// declarations are still refused.
-const FINISH: &str = r"
+pub(super) const FINISH: &str = r"
 redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
 redis.call('DEL', KEYS[1], KEYS[3])
 return 1";

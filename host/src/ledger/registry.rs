@@ -32,7 +32,7 @@ use crate::topic::Pattern;
 const NODES: &str = "anocast:{nodes}";
 
 /// Writes a node's entry and prunes expired ones.
-const HEARTBEAT: &str = r"
+pub(super) const HEARTBEAT: &str = r"
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 local ttl = tonumber(ARGV[3])
@@ -43,7 +43,7 @@ redis.call('PEXPIRE', KEYS[1], ttl)
 return 1";
 
 /// Returns the entries of live nodes.
-const LIVE: &str = r"
+pub(super) const LIVE: &str = r"
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 local out = {}
@@ -54,7 +54,7 @@ end
 return out";
 
 /// Removes a node's entry (on a clean shutdown).
-const LEAVE: &str = r"
+pub(super) const LEAVE: &str = r"
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('DEL', KEYS[1] .. ':' .. ARGV[1])
 return 1";
