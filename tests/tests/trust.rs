@@ -1,5 +1,6 @@
 //! Signed replies and trust in distributed mode (issue 4): an eavesdropper
-//! on the bus replays, duplicates, tampers with and forges replies, and a
+//! on the bus replays, duplicates, tampers with and forges replies (one of
+//! them with a weak key), and a
 //! node whose key nobody trusts declares itself; none of it changes an
 //! outcome, and every rejection is counted.
 
@@ -125,7 +126,17 @@ async fn replayed_duplicated_tampered_forged_and_unsigned_replies_change_nothing
     // Forged with a trusted node's key in the envelope, signed by another.
     let mut impostor = Envelope { result: Some(Ok(b"impostor".to_vec())), ..opened.clone() }.unsigned()?;
     impostor.extend_from_slice(&mallory.sign(&impostor));
-    spy.publish(inbox, impostor.into()).await?;
+    spy.publish(inbox.clone(), impostor.into()).await?;
+    // A weak key: the identity point, for which the signature (R = the
+    // identity, s = 0) satisfies the verification equation whatever the
+    // message. Strict decoding refuses the key itself.
+    let mut weak = Envelope { result: Some(Ok(b"weak".to_vec())), ..opened.clone() }.unsigned()?;
+    let key_at = 16 + 8 + 2 + opened.topic.len() + 1 + opened.request_id.len();
+    let identity: [u8; 32] = std::array::from_fn(|i| u8::from(i == 0));
+    weak[key_at..key_at + 32].copy_from_slice(&identity);
+    weak.extend_from_slice(&identity);
+    weak.extend_from_slice(&[0; 32]);
+    spy.publish(inbox, weak.into()).await?;
     spy.flush().await?;
 
     let outcome = dispatch.await??;
@@ -140,7 +151,7 @@ async fn replayed_duplicated_tampered_forged_and_unsigned_replies_change_nothing
     assert_eq!(count(&stats.duplicate), 1, "duplicate");
     assert_eq!(count(&stats.bad_signature), 2, "tampered and impostor");
     assert_eq!(count(&stats.replayed), 1, "replayed");
-    assert_eq!(count(&stats.malformed), 1, "unsigned");
+    assert_eq!(count(&stats.malformed), 2, "unsigned and weak key");
     assert_eq!(count(&stats.untrusted_key), 1, "forged");
     redis.assert_every_key_expires().await
 }

@@ -178,6 +178,13 @@ mod tests {
         let mut identity = [0u8; 32];
         identity[0] = 1;
         assert!(matches!(PublicKey::from_bytes(&identity), Err(e) if e.0.contains("weak")));
+        // Why: with the identity as key, the signature (R = the identity,
+        // s = 0) satisfies the verification equation for every message, and
+        // lax verification accepts it.
+        let lax = VerifyingKey::from_bytes(&identity).expect("a lax decoder takes the point");
+        let mut forged = [0u8; 64];
+        forged[0] = 1;
+        assert!(ed25519_dalek::Verifier::verify(&lax, b"any message", &Signature::from_bytes(&forged)).is_ok());
         // y = p + 1 (a non-canonical encoding of the identity's y).
         let mut non_canonical = [0xff; 32];
         non_canonical[0] = 0xee;
