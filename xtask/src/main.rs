@@ -8,7 +8,8 @@
 //!   `target/plugins/*.wasm`;
 //! - `cargo xtask test`: install what the tests need, run the format and lint
 //!   gates, run every test;
-//! - `cargo xtask bench`: run the benchmarks (release build).
+//! - `cargo xtask bench`: run the benchmarks (release build);
+//! - `cargo xtask fuzz [SECONDS]`: fuzz the wire decoders (see [`fuzz`]).
 //!
 //! Each installs the `wasm32-wasip2` target first when it is missing.
 
@@ -16,6 +17,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use anyhow::{Context, bail};
+
+mod fuzz;
+
+/// How long `cargo xtask test` runs each fuzz target.
+const TEST_FUZZ_SECONDS: u64 = 15;
 
 const USAGE: &str = "\
 usage: cargo xtask <command>
@@ -25,7 +31,8 @@ commands:
   dev       build the plugins and serve them over HTTP (extra arguments go to `anocast serve`)
   plugins   build every plugin in plugins/ into target/plugins/*.wasm
   test      install test prerequisites, check formatting and lints, run all tests
-  bench     run the benchmarks (release build) and print ratios to their floors";
+  bench     run the benchmarks (release build) and print ratios to their floors
+  fuzz [S]  fuzz the wire decoders for S seconds per target (default 60)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -35,6 +42,11 @@ fn main() -> ExitCode {
         Some("plugins") => plugins().map(|_| ()),
         Some("test") => test(),
         Some("bench") => bench(&args[1..]),
+        Some("fuzz") => match args.get(1).map(|s| s.parse::<u64>()) {
+            None => fuzz::fuzz(60),
+            Some(Ok(seconds)) if seconds > 0 => fuzz::fuzz(seconds),
+            Some(_) => Err(anyhow::anyhow!("fuzz takes a number of seconds (> 0), not {:?}\n\n{USAGE}", args[1])),
+        },
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(())
@@ -244,7 +256,7 @@ fn test() -> anyhow::Result<()> {
 
     step("cargo fmt --check");
     run(cargo().args(["fmt", "--all", "--check"]), "cargo fmt (workspace)")?;
-    for manifest in guest_workspaces {
+    for manifest in guest_workspaces.iter().chain(&["host/wire/fuzz/Cargo.toml"]) {
         run(
             cargo().args(["fmt", "--all", "--check", "--manifest-path", manifest]),
             &format!("cargo fmt ({manifest})"),
@@ -256,9 +268,16 @@ fn test() -> anyhow::Result<()> {
     for manifest in guest_workspaces {
         cargo_wasm(&["clippy"], manifest, &["--all-targets"], &["-D", "warnings"])?;
     }
+    run(
+        cargo()
+            .args(["clippy", "--manifest-path", "host/wire/fuzz/Cargo.toml", "--target-dir", "target/fuzz-clippy"])
+            .args(["--", "-D", "warnings"]),
+        "cargo clippy (host/wire/fuzz)",
+    )?;
 
     step("cargo test --workspace");
     run(cargo().args(["test", "--workspace"]), "cargo test")?;
+    fuzz::fuzz(TEST_FUZZ_SECONDS)?;
     eprintln!("\nall checks and tests passed");
     Ok(())
 }
