@@ -9,13 +9,20 @@
 //! each server and thread in turn, which on a virtual machine is most of
 //! the cost. Both ratios are printed.
 //!
+//! Then the cost of signing (issue 4): sealing and opening one reply
+//! envelope, signing and checking one declaration entry, verifying pending
+//! replies one by one versus as a batch, and the share of all that in the
+//! one-worker dispatch's median measured above.
+//!
 //! One process holds a node with sixteen echo plugins and a plugin-less
 //! dispatcher; they talk through a `nats-server` and a `redis-server`
 //! started for the run on free ports. `cargo xtask bench` runs it;
 //! `-- --quick` for a short run.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use anocast::anocast_wire::envelope::Sealed;
+use anocast::anocast_wire::{Declaration, Envelope, NodeKey, WireError, Worker, key::verify_batch};
 use anocast::{DispatchOptions, Host, HostConfig, MeshConfig, RuntimeConfig, Topic};
 use anocast_tests::bench::{
     self, Settings, Stats, direct, dispatch, dispatch_throughput, measure, row, sample, verdict, wit_task,
@@ -173,6 +180,8 @@ async fn distributed(settings: Settings) -> anyhow::Result<()> {
         }
     }
 
+    signing(&settings, one.p50)?;
+
     let (ratio_a, ratio_b) =
         (one.p50.as_secs_f64() / floor.as_secs_f64(), one.p50.as_secs_f64() / sequence.p50.as_secs_f64());
     println!("\ntargets: p50 <= 1.5x floor (1 interested): {ratio_a:.2}x floor A {}", verdict(ratio_a <= 1.5));
@@ -185,4 +194,96 @@ async fn distributed(settings: Settings) -> anyhow::Result<()> {
 /// `1.23x`: `stats`'s median over `floor`.
 fn ratio(stats: &Stats, floor: Duration) -> String {
     format!("{:.2}x", stats.p50.as_secs_f64() / floor.as_secs_f64())
+}
+
+/// Signing and verification costs, and their share of a one-worker
+/// dispatch's median `one`.
+fn signing(settings: &Settings, one: Duration) -> anyhow::Result<()> {
+    let n = settings.latency_samples / 4;
+    let key = NodeKey::generate()?;
+    let worker = Worker {
+        node: "bench-node".into(),
+        plugin: "echo".into(),
+        version: "0.1.0".into(),
+        key: key.public(),
+        digest: [7; 32],
+    };
+    let (topic, request_id) = ("bench.one", "0196a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b");
+    let envelope = |payload: &[u8]| Envelope {
+        timestamp_ms: 1_767_225_600_000,
+        topic: topic.into(),
+        request_id: request_id.into(),
+        worker: worker.clone(),
+        ack: None,
+        result: Some(Ok(payload.to_vec())),
+    };
+    let partial = envelope(b"hello, anocast");
+    let sealed = partial.seal(&key)?;
+    let entry = Declaration::entry(topic, request_id, &worker, &key)?;
+
+    println!("\nsigning, one reply at a time ({n} samples)     {:>10} {:>10} {:>12}", "p50", "p99", "");
+    let seal = time(n, || partial.seal(&key).map(drop))?;
+    row("seal a partial (encode + sign)", &seal, None);
+    let open = time(n, || Envelope::open(&sealed).map(drop))?;
+    row("open a partial (decode + verify)", &open, None);
+    let declare = time(n, || Declaration::entry(topic, request_id, &worker, &key).map(drop))?;
+    row("sign a declaration entry", &declare, None);
+    let check = time(n, || Declaration::parse(&entry)?.verify(topic, request_id))?;
+    row("parse + verify a declaration entry", &check, None);
+
+    println!("\nverifying pending replies, per reply            {:>10} {:>10} {:>12}", "p50", "p99", "batch/single");
+    for pending in [8usize, 64] {
+        let messages: Vec<Vec<u8>> =
+            (0..pending).map(|i| envelope(format!("partial {i}").as_bytes()).seal(&key)).collect::<Result<_, _>>()?;
+        let rounds = (n / pending).max(50);
+        let single = time(rounds, || {
+            for m in &messages {
+                Envelope::open(m)?;
+            }
+            Ok::<(), WireError>(())
+        })?;
+        let batch = time(rounds, || {
+            let opened: Vec<Sealed<'_>> = messages.iter().map(|m| Sealed::decode(m)).collect::<Result<_, _>>()?;
+            let items: Vec<_> = opened.iter().map(|s| (&s.envelope.worker.key, s.signed, &s.signature)).collect();
+            verify_batch(&items)
+        })?;
+        let (single, batch) = (per(single, pending), per(batch, pending));
+        row(&format!("{pending} pending, one by one"), &single, None);
+        row(&format!("{pending} pending, as one batch"), &batch, Some(single.p50));
+    }
+
+    // What one one-worker dispatch signs and checks: the node signs the
+    // declaration entry, the acknowledgement and the partial; the
+    // dispatcher opens both replies and checks the entry the closing
+    // acknowledgement carries (sealing an acknowledgement costs what
+    // sealing the partial does: the signature dominates).
+    let per_dispatch = declare.p50 + seal.p50 + seal.p50 + open.p50 + open.p50 + check.p50;
+    println!(
+        "\n  signing in a 1-interested dispatch: 3 signatures + 3 verifications = {} of its p50 {} ({:.1}%)",
+        bench::us(per_dispatch),
+        bench::us(one),
+        100.0 * per_dispatch.as_secs_f64() / one.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Latency percentiles of a synchronous `f`, after a warm-up.
+fn time<T>(n: usize, mut f: impl FnMut() -> Result<(), T>) -> anyhow::Result<Stats>
+where
+    T: std::fmt::Display,
+{
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n + n / 10 {
+        let t = Instant::now();
+        f().map_err(|e| anyhow::anyhow!("{e}"))?;
+        if i >= n / 10 {
+            samples.push(t.elapsed());
+        }
+    }
+    Ok(Stats::of(samples))
+}
+
+/// `stats` divided by `count` (per item of a group).
+fn per(stats: Stats, count: usize) -> Stats {
+    Stats { p50: stats.p50 / count as u32, p99: stats.p99 / count as u32 }
 }

@@ -180,3 +180,55 @@ async fn a_declaration_from_an_untrusted_node_holds_no_dispatch_hostage() -> any
     assert!(stats.untrusted_key.load(Ordering::Relaxed) >= 1, "u's acknowledgement was rejected");
     redis.assert_every_key_expires().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_done_on_its_first_poll_sends_one_envelope() -> anyhow::Result<()> {
+    let (nats, redis) = (Nats::start()?, Redis::start()?);
+    let a = node(&nats, &redis, "a", &[guests::ECHO, guests::MISBEHAVE])?;
+    let trust = tempfile::NamedTempFile::new()?;
+    std::fs::write(trust.path(), format!("{} a\n", a.public))?;
+    let client = client(&nats, &redis, trust.path()).await?;
+    converge(&client, 1).await?;
+    let spy = async_nats::connect(nats.url()).await?;
+    let mut replies = spy.subscribe("_INBOX.>").await?;
+    spy.flush().await?;
+
+    // Echo answers at once; misbehave sleeps 20 ms in `handle` (an async
+    // host call), so its result is never ready on the first poll.
+    const DISPATCHES: usize = 10;
+    for _ in 0..DISPATCHES {
+        for (topic, payload, worker) in [("echo", "hi", "a/echo@1.0.0"), ("misbehave.sleep", "20", "a/misbehave@0.1.0")]
+        {
+            let outcome = client
+                .dispatcher()
+                .dispatch(Topic::parse(topic)?, payload.as_bytes().to_vec(), &options(2000, 10_000))
+                .await?;
+            assert_eq!(outcome.status, Status::Complete, "{}", outcome.to_json());
+            assert_eq!(workers(&outcome), [worker]);
+        }
+    }
+    // Per plugin: (envelopes with both parts, acknowledgements alone,
+    // results alone), read until every dispatch's result is in.
+    let mut seen: std::collections::BTreeMap<String, (usize, usize, usize)> = Default::default();
+    let results = |seen: &std::collections::BTreeMap<String, (usize, usize, usize)>, plugin: &str| {
+        seen.get(plugin).map_or(0, |c| c.0 + c.2)
+    };
+    while results(&seen, "echo") < DISPATCHES || results(&seen, "misbehave") < DISPATCHES {
+        let message = tokio::time::timeout(Duration::from_secs(5), replies.next()).await?.context("no reply")?;
+        let envelope = Envelope::open(&message.payload)?;
+        let counts = seen.entry(envelope.worker.plugin.clone()).or_default();
+        match (envelope.ack.is_some(), envelope.result.is_some()) {
+            (true, true) => counts.0 += 1,
+            (true, false) => counts.1 += 1,
+            _ => counts.2 += 1,
+        }
+    }
+    assert_eq!(seen["misbehave"], (0, DISPATCHES, DISPATCHES), "misbehave acknowledges, then replies");
+    let echo = seen["echo"];
+    // Echo's call may be interrupted by an epoch tick (every 10 ms) now and
+    // then, and then goes as two replies; never as anything else.
+    assert_eq!(echo.0 + echo.2, DISPATCHES);
+    assert_eq!(echo.1, echo.2);
+    assert!(echo.0 >= DISPATCHES / 2, "echo's replies were seldom combined: {echo:?}");
+    redis.assert_every_key_expires().await
+}

@@ -95,6 +95,16 @@ pub trait ReplySink: Send + Sync {
     /// Sends one reply; replies from one worker arrive in the order sent. A
     /// reply to a dispatch that has ended is dropped.
     async fn send(&self, reply: Reply);
+
+    /// Sends a declared worker's acknowledgement together with its partial,
+    /// when the result was ready before the acknowledgement left. By default
+    /// two replies, in that order; the NATS bus sends one signed envelope
+    /// (one signature and one message fewer).
+    async fn send_declared_with_result(&self, closed: Option<Vec<String>>, partial: Partial) {
+        let worker = partial.worker.clone();
+        self.send(Reply::Ack { worker, interest: Interest::Declared, closed }).await;
+        self.send(Reply::Partial(partial)).await;
+    }
 }
 
 /// What a subscriber does with each task that reaches it.

@@ -229,10 +229,20 @@ struct NatsSink {
 #[async_trait]
 impl ReplySink for NatsSink {
     async fn send(&self, reply: Reply) {
-        let (ack, result) = match reply {
-            Reply::Ack { interest, closed, .. } => (Some(Ack { interest, closed }), None),
-            Reply::Partial(partial) => (None, Some(partial.result)),
-        };
+        match reply {
+            Reply::Ack { interest, closed, .. } => self.seal_and_publish(Some(Ack { interest, closed }), None).await,
+            Reply::Partial(partial) => self.seal_and_publish(None, Some(partial.result)).await,
+        }
+    }
+
+    async fn send_declared_with_result(&self, closed: Option<Vec<String>>, partial: Partial) {
+        let ack = Ack { interest: anocast_wire::Interest::Declared, closed };
+        self.seal_and_publish(Some(ack), Some(partial.result)).await;
+    }
+}
+
+impl NatsSink {
+    async fn seal_and_publish(&self, ack: Option<Ack>, result: Option<anocast_wire::Outcome>) {
         let envelope = Envelope {
             timestamp_ms: unix_ms(SystemTime::now()),
             topic: self.task.topic.to_string(),

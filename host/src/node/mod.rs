@@ -12,7 +12,10 @@
 //!    so that the dispatcher never sees the acknowledgement without the
 //!    declaration. A refused declaration (the window closed) is acknowledged
 //!    as such and the worker does not run;
-//! 4. calls `handle` on the same instance and sends the partial.
+//! 4. calls `handle` on the same instance and sends the partial; when
+//!    `handle` is done on its first poll, before the acknowledgement has
+//!    left, the two go as one reply (in distributed mode one signed
+//!    envelope instead of two).
 //!
 //! A failure of `interested` itself (a trap, a limit) is reported as a
 //! declared worker's error partial: the dispatcher hears of it instead of
@@ -21,6 +24,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use futures::FutureExt;
 
 use crate::bus::{
     Bus, BusError, Interest, Partial, Reply, ReplySink, Subscription, Task, TaskReceiver, Work, WorkerId,
@@ -178,18 +183,21 @@ impl PluginReceiver {
                 self.ack(&*replies, Interest::NotInterested, closed).await;
             }
             Ok(true) => {
-                if !self.declare(&task, &*replies).await {
-                    return;
-                }
-                let result = match instance.handle(&wit_task).await {
-                    Ok(result) => result,
-                    Err(err) => Err(format!("handle() {err}")),
+                let Some(closed) = self.declare_in_ledger(&task).await else {
+                    return self.ack(&*replies, Interest::Refused, None).await;
                 };
-                if let Err(error) = &result {
-                    WorkerStats::bump(&self.stats.failed);
-                    tracing::debug!(error, "worker failed");
+                // A worker that answers on its first poll (no yield, no
+                // waiting host call) sends its acknowledgement and partial
+                // as one reply; otherwise the acknowledgement goes first.
+                let mut handle = std::pin::pin!(instance.handle(&wit_task));
+                match (&mut handle).now_or_never() {
+                    Some(result) => replies.send_declared_with_result(closed, self.partial(result)).await,
+                    None => {
+                        self.ack(&*replies, Interest::Declared, closed).await;
+                        let partial = self.partial(handle.await);
+                        replies.send(Reply::Partial(partial)).await;
+                    }
                 }
-                replies.send(Reply::Partial(Partial { worker: self.worker.clone(), result })).await;
             }
             Err(err) => self.fail_before_declaring(&task, &*replies, "interested()", err).await,
         }
@@ -199,8 +207,34 @@ impl PluginReceiver {
         replies.send(Reply::Ack { worker: self.worker.clone(), interest, closed }).await;
     }
 
+    /// The partial of a `handle` call.
+    fn partial(&self, result: Result<Result<Vec<u8>, String>, CallError>) -> Partial {
+        let result = result.unwrap_or_else(|err| Err(format!("handle() {err}")));
+        if let Err(error) = &result {
+            WorkerStats::bump(&self.stats.failed);
+            tracing::debug!(error, "worker failed");
+        }
+        Partial { worker: self.worker.clone(), result }
+    }
+
     /// Declares in the ledger, then acknowledges. `false`: refused.
     async fn declare(&self, task: &Task, replies: &dyn ReplySink) -> bool {
+        match self.declare_in_ledger(task).await {
+            Some(closed) => {
+                self.ack(replies, Interest::Declared, closed).await;
+                true
+            }
+            None => {
+                self.ack(replies, Interest::Refused, None).await;
+                false
+            }
+        }
+    }
+
+    /// Declares in the ledger. `None`: refused (the window had closed, or
+    /// the ledger failed); otherwise the list's entries when this answer
+    /// closed the window.
+    async fn declare_in_ledger(&self, task: &Task) -> Option<Option<Vec<String>>> {
         let ttl = task.remaining() + LIST_TTL;
         let entry = match &self.signer {
             None => Ok(self.label.to_string()),
@@ -221,12 +255,12 @@ impl PluginReceiver {
         };
         if accepted {
             WorkerStats::bump(&self.stats.declared);
+            Some(closed)
         } else {
             WorkerStats::bump(&self.stats.refused);
             tracing::debug!("declaration refused: the interest window had closed");
+            None
         }
-        self.ack(replies, if accepted { Interest::Declared } else { Interest::Refused }, closed).await;
-        accepted
     }
 
     /// A failure before the worker could say whether it is interested is
