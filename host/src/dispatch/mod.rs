@@ -298,7 +298,10 @@ impl<'a> Gather<'a> {
             if self.replied.contains(worker) {
                 continue;
             }
-            if let Some(security) = self.security {
+            // A worker whose signed acknowledgement said it declared for
+            // this task has proved so already: its entry need not be
+            // verified again (saving a verification per worker).
+            if let Some(security) = self.security.filter(|_| !self.declared.contains(worker)) {
                 let checked = Declaration::parse(&entry).and_then(|d| {
                     d.verify(self.task.topic.as_str(), &self.task.request_id)?;
                     Ok(d)
