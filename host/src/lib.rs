@@ -150,6 +150,12 @@ impl MeshConfig {
     }
 }
 
+/// A watch on a host's plugins folder ([`Host::watch_plugins`]); dropping
+/// it stops watching.
+pub struct PluginWatch {
+    _watch: plugins::watch::Watch,
+}
+
 /// The default node id: the machine's host name, or `local`.
 pub fn default_node_id() -> String {
     std::fs::read_to_string("/etc/hostname")
@@ -174,7 +180,10 @@ pub fn validate_node_id(id: &str) -> anyhow::Result<()> {
 /// NATS and Redis (distributed mode).
 pub struct Host {
     node: node::Node,
-    plugins: PluginSet,
+    plugins_dir: Option<PathBuf>,
+    plugins: arc_swap::ArcSwap<PluginSet>,
+    /// One reload at a time.
+    reloading: tokio::sync::Mutex<()>,
     dispatcher: Dispatcher,
     runtime: Runtime,
     registry: Option<Arc<ledger::RedisRegistry>>,
@@ -232,7 +241,16 @@ impl Host {
         if let Some(security) = &security {
             dispatcher = dispatcher.with_security(security.clone());
         }
-        Ok(Host { node, plugins, dispatcher, runtime, registry, security })
+        Ok(Host {
+            node,
+            plugins_dir: config.plugins.clone(),
+            plugins: arc_swap::ArcSwap::from_pointee(plugins),
+            reloading: tokio::sync::Mutex::new(()),
+            dispatcher,
+            runtime,
+            registry,
+            security,
+        })
     }
 
     /// Leaves the mesh cleanly: other dispatchers stop expecting this node
@@ -251,9 +269,64 @@ impl Host {
         &self.dispatcher
     }
 
-    /// The plugins folder's contents.
-    pub fn plugins(&self) -> &PluginSet {
-        &self.plugins
+    /// The plugins folder's contents, as last loaded.
+    pub fn plugins(&self) -> Arc<PluginSet> {
+        self.plugins.load_full()
+    }
+
+    /// Brings the served plugins in step with the plugins folder: loads new
+    /// and changed files, swaps in new versions, unloads plugins whose file
+    /// is gone (see [`plugins`]). Tasks under way finish on the version they
+    /// started with. Does nothing for a plugin-less host.
+    pub async fn reload(&self) -> anyhow::Result<()> {
+        let Some(dir) = &self.plugins_dir else { return Ok(()) };
+        anyhow::ensure!(!self.is_distributed(), "hot reload is not available in distributed mode yet");
+        let _one_at_a_time = self.reloading.lock().await;
+        let before = self.plugins.load_full();
+        let next = before.rescan(&self.runtime, dir).await?;
+        for loaded in &next.loaded {
+            let unchanged =
+                before.get(&loaded.plugin.info.name).is_some_and(|old| Arc::ptr_eq(&old.plugin, &loaded.plugin));
+            if !unchanged {
+                self.node.serve(loaded.plugin.clone()).await?;
+            }
+        }
+        for old in &before.loaded {
+            if next.get(&old.plugin.info.name).is_none() {
+                self.node.withdraw(&old.plugin.info.name).await;
+            }
+        }
+        self.plugins.store(Arc::new(next));
+        Ok(())
+    }
+
+    /// Watches the plugins folder and reloads on every change, until the
+    /// returned value is dropped. `None` for a plugin-less host.
+    pub fn watch_plugins(self: &Arc<Self>, debounce: std::time::Duration) -> anyhow::Result<Option<PluginWatch>> {
+        let Some(dir) = &self.plugins_dir else { return Ok(None) };
+        let (watch, mut changes) = plugins::watch::watch(dir, debounce)?;
+        anyhow::ensure!(
+            !self.is_distributed(),
+            "hot reload is not available in distributed mode yet: restart the node to change its plugins"
+        );
+        let host = Arc::downgrade(self);
+        // Ends when the watch is dropped (the channel closes), never in the
+        // middle of a reload.
+        tokio::spawn(async move {
+            while changes.recv().await.is_some() {
+                let Some(host) = host.upgrade() else { break };
+                if let Err(err) = host.reload().await {
+                    tracing::error!("reloading the plugins folder: {err:#}");
+                }
+            }
+        });
+        Ok(Some(PluginWatch { _watch: watch }))
+    }
+
+    /// Every version of every plugin that still exists: the ones in
+    /// service, and older ones whose last tasks are finishing.
+    pub fn plugin_versions(&self) -> Vec<node::VersionState> {
+        self.node.versions()
     }
 
     /// This node's id.
@@ -262,7 +335,7 @@ impl Host {
     }
 
     /// What the plugin named `name` has done since start.
-    pub fn stats(&self, name: &str) -> Option<&node::WorkerStats> {
+    pub fn stats(&self, name: &str) -> Option<Arc<node::WorkerStats>> {
         self.node.stats(name)
     }
 

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use parking_lot::RwLock;
 use tokio::sync::mpsc;
 
-use super::{Bus, BusError, Inbox, Reply, ReplySink, Subscription, Task, TaskReceiver, WorkerId};
+use super::{Bus, BusError, Inbox, Reply, ReplySink, ReplyTo, Subscription, Task, TaskReceiver, WorkerId};
 use crate::topic::Pattern;
 
 /// The embedded bus. Cheap to clone; clones share subscriptions.
@@ -42,6 +42,16 @@ impl LocalBus {
 
 struct LocalSink(mpsc::UnboundedSender<Reply>);
 
+/// In-process replies need no identity of their own: every worker of a task
+/// shares the one sink.
+struct LocalReplyTo(Arc<LocalSink>);
+
+impl ReplyTo for LocalReplyTo {
+    fn sink(&self, _worker: &WorkerId, _digest: [u8; 32]) -> Arc<dyn ReplySink> {
+        self.0.clone()
+    }
+}
+
 #[async_trait]
 impl ReplySink for LocalSink {
     async fn send(&self, reply: Reply) {
@@ -72,7 +82,7 @@ impl Bus for LocalBus {
     }
 
     async fn broadcast(&self, task: Arc<Task>, inbox: &mut Inbox) -> Result<Option<usize>, BusError> {
-        let sink: Arc<dyn ReplySink> = Arc::new(LocalSink(inbox.sender()));
+        let reply_to = LocalReplyTo(Arc::new(LocalSink(inbox.sender())));
         let mut works = Vec::new();
         {
             let subs = self.inner.subs.read();
@@ -87,7 +97,7 @@ impl Bus for LocalBus {
                 }
                 let members: Vec<&&Sub> = matching.iter().filter(|s| s.group == sub.group).collect();
                 let chosen = members[turn % members.len()];
-                works.push(chosen.receiver.receive(task.clone(), sink.clone()));
+                works.push(chosen.receiver.receive(task.clone(), &reply_to));
             }
         }
         let delivered = works.len();
@@ -105,13 +115,12 @@ impl Bus for LocalBus {
 
     async fn subscribe(
         &self,
-        worker: &WorkerId,
-        _digest: [u8; 32],
+        group: &str,
         patterns: &[Pattern],
         receiver: Arc<dyn TaskReceiver>,
     ) -> Result<Subscription, BusError> {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        self.inner.subs.write().push(Sub { id, group: worker.plugin.clone(), patterns: patterns.to_vec(), receiver });
+        self.inner.subs.write().push(Sub { id, group: group.to_owned(), patterns: patterns.to_vec(), receiver });
         Ok(Subscription::new(Box::new(Unsubscribe { bus: Arc::downgrade(&self.inner), id })))
     }
 }

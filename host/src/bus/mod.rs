@@ -107,11 +107,20 @@ pub trait ReplySink: Send + Sync {
     }
 }
 
+/// How a worker gets a [`ReplySink`] for the task it was handed, once it
+/// has pinned the version that will handle it: over the network, replies
+/// are signed as that exact worker (its version and plugin digest).
+pub trait ReplyTo: Send + Sync {
+    /// The sink for the replies of `worker`, whose component file has
+    /// SHA-256 `digest`.
+    fn sink(&self, worker: &WorkerId, digest: [u8; 32]) -> Arc<dyn ReplySink>;
+}
+
 /// What a subscriber does with each task that reaches it.
 pub trait TaskReceiver: Send + Sync {
     /// Takes one task and returns the work of handling it, which the bus
     /// runs (spawned, or in the dispatcher's task when that is cheaper).
-    fn receive(&self, task: Arc<Task>, replies: Arc<dyn ReplySink>) -> Work;
+    fn receive(&self, task: Arc<Task>, reply_to: &dyn ReplyTo) -> Work;
 }
 
 /// A subscription; dropping it unsubscribes.
@@ -137,13 +146,14 @@ pub trait Bus: Send + Sync + 'static {
     /// when the bus knows (in-process it does; over a network it does not).
     async fn broadcast(&self, task: Arc<Task>, inbox: &mut Inbox) -> Result<Option<usize>, BusError>;
 
-    /// Subscribes `receiver`, the worker `worker` whose component file has
-    /// SHA-256 `digest`, to `patterns` in the queue group named after its
-    /// plugin: each task reaches one member of each group.
+    /// Subscribes `receiver` to `patterns` in the queue group `group` (a
+    /// plugin's name): each task reaches one member of each group.
+    ///
+    /// Dropping the subscription stops deliveries; work already handed to
+    /// the receiver runs to its end.
     async fn subscribe(
         &self,
-        worker: &WorkerId,
-        digest: [u8; 32],
+        group: &str,
         patterns: &[Pattern],
         receiver: Arc<dyn TaskReceiver>,
     ) -> Result<Subscription, BusError>;

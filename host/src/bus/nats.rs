@@ -31,12 +31,16 @@ use futures::{FutureExt, StreamExt};
 use rustc_hash::FxHashSet;
 
 use super::wire::{decode_task, encode_task, task_subject, unix_ms};
-use super::{Bus, BusError, Inbox, Partial, Reply, ReplySink, Subscription, Task, TaskReceiver, WorkerId};
+use super::{Bus, BusError, Inbox, Partial, Reply, ReplySink, ReplyTo, Subscription, Task, TaskReceiver, WorkerId};
 use crate::topic::Pattern;
 use crate::trust::{Security, SecurityStats};
 
 /// Most reply messages opened (and verified) together.
 const BATCH: usize = 64;
+
+/// How long an unsubscribed plugin's pump waits for messages the server had
+/// already routed to it.
+const DRAIN: Duration = Duration::from_secs(2);
 
 /// The distributed bus over one NATS connection. Cheap to clone.
 #[derive(Clone)]
@@ -217,12 +221,32 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// Where the replies to one received task go.
+struct NatsReplyTo {
+    client: Client,
+    subject: async_nats::Subject,
+    task: Arc<Task>,
+    security: Arc<Security>,
+}
+
+impl ReplyTo for NatsReplyTo {
+    fn sink(&self, worker: &WorkerId, digest: [u8; 32]) -> Arc<dyn ReplySink> {
+        Arc::new(NatsSink {
+            client: self.client.clone(),
+            subject: self.subject.clone(),
+            task: self.task.clone(),
+            signer: worker.signing(self.security.key().public(), digest),
+            security: self.security.clone(),
+        })
+    }
+}
+
 /// Replies to one task, signed on the worker's behalf.
 struct NatsSink {
     client: Client,
     subject: async_nats::Subject,
     task: Arc<Task>,
-    signer: Arc<anocast_wire::Worker>,
+    signer: anocast_wire::Worker,
     security: Arc<Security>,
 }
 
@@ -247,7 +271,7 @@ impl NatsSink {
             timestamp_ms: unix_ms(SystemTime::now()),
             topic: self.task.topic.to_string(),
             request_id: self.task.request_id.to_string(),
-            worker: (*self.signer).clone(),
+            worker: self.signer.clone(),
             ack,
             result,
         };
@@ -289,14 +313,11 @@ impl Bus for NatsBus {
 
     async fn subscribe(
         &self,
-        worker: &WorkerId,
-        digest: [u8; 32],
+        group: &str,
         patterns: &[Pattern],
         receiver: Arc<dyn TaskReceiver>,
     ) -> Result<Subscription, BusError> {
-        let signer = Arc::new(worker.signing(self.security.key().public(), digest));
-        let group = &worker.plugin;
-        let mut pumps = Vec::new();
+        let mut stops = Vec::new();
         for pattern in patterns {
             let subject = task_subject(pattern.as_str());
             let mut subscriber = self
@@ -304,34 +325,49 @@ impl Bus for NatsBus {
                 .queue_subscribe(subject.clone(), group.to_owned())
                 .await
                 .map_err(|e| BusError(format!("cannot subscribe to {subject}: {e}")))?;
-            let (client, receiver, signer, security) =
-                (self.client.clone(), receiver.clone(), signer.clone(), self.security.clone());
-            pumps.push(AbortOnDrop(tokio::spawn(async move {
+            let (client, receiver, security) = (self.client.clone(), receiver.clone(), self.security.clone());
+            let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+            stops.push(stop);
+            tokio::spawn(async move {
                 // One task at a time runs inside this pump, sparing a hop
                 // between threads when the node is lightly loaded; tasks that
                 // arrive while it runs are spawned, so that they spread over
                 // the executor's threads.
                 let mut inline = futures::stream::FuturesUnordered::new();
+                let mut stopping = false;
+                let drain = tokio::time::sleep(Duration::MAX);
+                tokio::pin!(drain);
                 loop {
                     let message = tokio::select! {
+                        // Unsubscribed (the plugin was unloaded or replaced):
+                        // take what the server had already routed here, finish
+                        // every task, then end.
+                        _ = &mut stopped, if !stopping => {
+                            stopping = true;
+                            drain.as_mut().reset(tokio::time::Instant::now() + DRAIN);
+                            if let Err(err) = subscriber.unsubscribe().await {
+                                tracing::debug!(%err, "could not unsubscribe; draining anyway");
+                            }
+                            continue;
+                        }
                         message = subscriber.next() => match message {
                             Some(message) => message,
                             None => break,
                         },
                         Some(()) = inline.next(), if !inline.is_empty() => continue,
+                        _ = &mut drain => break,
                     };
                     let task = decode_task(&message.subject, message.headers.as_ref(), &message.payload);
                     match (task, message.reply) {
                         (Ok(task), Some(reply)) => {
                             let task = Arc::new(task);
-                            let sink = Arc::new(NatsSink {
+                            let reply_to = NatsReplyTo {
                                 client: client.clone(),
                                 subject: reply,
                                 task: task.clone(),
-                                signer: signer.clone(),
                                 security: security.clone(),
-                            });
-                            let work = receiver.receive(task, sink);
+                            };
+                            let work = receiver.receive(task, &reply_to);
                             if inline.is_empty() {
                                 inline.push(work);
                             } else {
@@ -346,11 +382,12 @@ impl Bus for NatsBus {
                         }
                     }
                 }
-            })));
+                while inline.next().await.is_some() {}
+            });
         }
         // Make sure the server has the subscriptions before the node says it
         // is ready.
         self.client.flush().await.map_err(|e| BusError(format!("cannot flush subscriptions: {e}")))?;
-        Ok(Subscription::new(Box::new(pumps)))
+        Ok(Subscription::new(Box::new(stops)))
     }
 }

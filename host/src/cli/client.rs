@@ -82,7 +82,13 @@ impl Client {
 pub fn plugins_table(answer: &Value) -> String {
     let empty = Vec::new();
     let plugins = answer["plugins"].as_array().unwrap_or(&empty);
-    let mut rows = vec![["NAME".to_owned(), "VERSION".to_owned(), "TOPICS".to_owned(), "DIGEST".to_owned()]];
+    let mut rows = vec![[
+        "NAME".to_owned(),
+        "VERSION".to_owned(),
+        "TOPICS".to_owned(),
+        "DIGEST".to_owned(),
+        "IN-FLIGHT".to_owned(),
+    ]];
     for p in plugins {
         let topics: Vec<&str> = p["topics"].as_array().unwrap_or(&empty).iter().filter_map(Value::as_str).collect();
         let digest = p["digest"].as_str().unwrap_or_default();
@@ -91,9 +97,13 @@ pub fn plugins_table(answer: &Value) -> String {
             p["version"].as_str().unwrap_or_default().to_owned(),
             topics.join(","),
             digest.chars().take(19).collect(),
+            match p["draining"].as_array().map(Vec::len).unwrap_or(0) {
+                0 => p["in_flight"].as_u64().unwrap_or(0).to_string(),
+                n => format!("{} (+{n} older version(s) finishing)", p["in_flight"].as_u64().unwrap_or(0)),
+            },
         ]);
     }
-    let widths: Vec<usize> = (0..4).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..5).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
     let mut out = String::new();
     let _ = writeln!(out, "node {}: {} plugin(s)", answer["node"].as_str().unwrap_or("?"), plugins.len());
     for row in &rows {
@@ -104,7 +114,10 @@ pub fn plugins_table(answer: &Value) -> String {
     if !errors.is_empty() {
         let _ = writeln!(out, "\nnot loaded:");
         for e in errors {
-            let _ = writeln!(out, "  {}: {}", e["file"].as_str().unwrap_or("?"), e["error"].as_str().unwrap_or("?"));
+            let file = e["file"].as_str().unwrap_or("?");
+            let serving = plugins.iter().any(|p| p["file"].as_str() == Some(file));
+            let note = if serving { " (its previous version keeps serving)" } else { "" };
+            let _ = writeln!(out, "  {file}: {}{note}", e["error"].as_str().unwrap_or("?"));
         }
     }
     out

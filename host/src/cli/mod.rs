@@ -108,6 +108,15 @@ struct ServeArgs {
     /// This node's id, as it appears in worker names [default: host name].
     #[arg(long, env = "ANOCAST_NODE_ID", value_name = "ID")]
     node_id: Option<String>,
+    /// Do not watch the plugins folder. By default (embedded mode) adding,
+    /// replacing, renaming or removing a .wasm there takes effect at once,
+    /// without losing a dispatch; a broken file never replaces a working
+    /// version.
+    #[arg(long, env = "ANOCAST_NO_WATCH")]
+    no_watch: bool,
+    /// How long a changed file must be quiet before it is loaded.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "300ms")]
+    reload_debounce: Duration,
     #[command(flatten)]
     mesh: MeshArgs,
     #[command(flatten)]
@@ -454,6 +463,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tokio::net::TcpListener::bind(http).await.with_context(|| format!("cannot listen on {http} (--http)"))?;
     let host = Arc::new(start_host(config).await?);
     let address = listener.local_addr()?;
+    let _watch = match (args.no_watch, host.is_distributed()) {
+        (false, false) => host.watch_plugins(args.reload_debounce)?,
+        (false, true) => {
+            tracing::info!("hot reload is not available in distributed mode yet; the plugins folder is not watched");
+            None
+        }
+        (true, _) => None,
+    };
     tracing::info!(
         node = host.node_id(),
         plugins = host.plugins().loaded.len(),

@@ -106,10 +106,13 @@ async fn dispatch(
 
 async fn plugins(State(host): State<Arc<Host>>) -> Json<serde_json::Value> {
     let set = host.plugins();
+    let versions = host.plugin_versions();
     let plugins: Vec<_> = set
         .loaded
         .iter()
         .map(|p| {
+            let name = &p.plugin.info.name;
+            let of_this = || versions.iter().filter(|v| &v.name == name);
             json!({
                 "name": p.plugin.info.name,
                 "version": p.plugin.info.version,
@@ -118,7 +121,10 @@ async fn plugins(State(host): State<Arc<Host>>) -> Json<serde_json::Value> {
                 "size": p.plugin.size,
                 "file": p.file,
                 "loaded_at_ms": p.loaded_at.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64,
-                "stats": host.stats(&p.plugin.info.name),
+                "stats": host.stats(name).as_deref(),
+                "in_flight": of_this().filter(|v| v.current).map(|v| v.in_flight).sum::<usize>(),
+                // Older versions still finishing tasks they started.
+                "draining": of_this().filter(|v| !v.current).collect::<Vec<_>>(),
             })
         })
         .collect();

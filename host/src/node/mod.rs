@@ -21,17 +21,20 @@
 //! declared worker's error partial: the dispatcher hears of it instead of
 //! waiting for nothing.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use futures::FutureExt;
 
 use crate::bus::{
-    Bus, BusError, Interest, Partial, Reply, ReplySink, Subscription, Task, TaskReceiver, Work, WorkerId,
+    Bus, BusError, Interest, Partial, Reply, ReplySink, ReplyTo, Subscription, Task, TaskReceiver, Work, WorkerId,
 };
 use crate::ledger::Ledger;
 use crate::runtime::{CallError, Plugin, WitTask};
+use crate::topic::Pattern;
 use crate::trust::Security;
 
 /// How long an instance may outlive its dispatch's deadline.
@@ -41,10 +44,48 @@ const DEADLINE_MARGIN: Duration = Duration::from_millis(100);
 const LIST_TTL: Duration = Duration::from_secs(30);
 
 /// A running node's plugin subscriptions. Dropping it unsubscribes them.
+///
+/// Plugins can be served, replaced and withdrawn while the node runs (hot
+/// reload): a replacement with the same topic patterns is swapped in
+/// atomically, so that every task after the swap meets the new version while
+/// tasks already under way finish on the version they started with, which is
+/// freed when the last of them ends. A replacement with other patterns is
+/// subscribed before the old subscription is dropped.
 pub struct Node {
     id: String,
-    stats: Vec<(String, Arc<WorkerStats>)>,
-    _subscriptions: Vec<Subscription>,
+    bus: Arc<dyn Bus>,
+    ledger: Arc<dyn Ledger>,
+    security: Option<Arc<Security>>,
+    served: parking_lot::Mutex<BTreeMap<String, Served>>,
+    /// Serializes changes to `served` (each awaits the bus).
+    changes: tokio::sync::Mutex<()>,
+    /// Per plugin name, across versions.
+    stats: parking_lot::Mutex<BTreeMap<String, Arc<WorkerStats>>>,
+    /// Every version that may still have tasks, for reporting.
+    versions: parking_lot::Mutex<Vec<Weak<Version>>>,
+}
+
+/// One plugin name's subscription.
+struct Served {
+    current: Arc<ArcSwap<Version>>,
+    patterns: Vec<Pattern>,
+    _subscription: Subscription,
+}
+
+/// A version of a plugin that still exists: the one in service, or an older
+/// one whose last tasks are finishing.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct VersionState {
+    /// Plugin name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// SHA-256 of the component file, hex.
+    pub digest: String,
+    /// Tasks it is handling now.
+    pub in_flight: usize,
+    /// Whether it is the version new tasks meet.
+    pub current: bool,
 }
 
 /// What one plugin of a node has done since the node started.
@@ -79,37 +120,98 @@ impl Node {
         ledger: Arc<dyn Ledger>,
         security: Option<Arc<Security>>,
     ) -> Result<Self, BusError> {
-        let mut subscriptions = Vec::with_capacity(plugins.len());
-        let mut stats = Vec::with_capacity(plugins.len());
+        let node = Node {
+            id: id.to_owned(),
+            bus,
+            ledger,
+            security,
+            served: Default::default(),
+            changes: Default::default(),
+            stats: Default::default(),
+            versions: Default::default(),
+        };
         for plugin in plugins {
-            let worker = WorkerId {
-                node: id.to_owned(),
-                plugin: plugin.info.name.clone(),
-                version: plugin.info.version.clone(),
-            };
-            let plugin_stats = Arc::new(WorkerStats::default());
-            stats.push((plugin.info.name.clone(), plugin_stats.clone()));
-            let mut digest = [0u8; 32];
-            hex::decode_to_slice(&plugin.digest, &mut digest)
-                .map_err(|_| BusError(format!("bad digest of plugin {}", plugin.info.name)))?;
-            let signer =
-                security.as_ref().map(|security| (security.clone(), worker.signing(security.key().public(), digest)));
-            let receiver = Arc::new(Subscriber(Arc::new(PluginReceiver {
-                label: Arc::from(worker.to_string()),
-                worker: worker.clone(),
-                signer,
-                plugin: plugin.clone(),
-                ledger: ledger.clone(),
-                stats: plugin_stats,
-            })));
-            subscriptions.push(bus.subscribe(&worker, digest, &plugin.info.topics, receiver).await?);
+            node.serve(plugin.clone()).await?;
         }
-        Ok(Node { id: id.to_owned(), stats, _subscriptions: subscriptions })
+        Ok(node)
+    }
+
+    /// Serves `plugin`, in place of the version of the same name if any.
+    pub async fn serve(&self, plugin: Arc<Plugin>) -> Result<(), BusError> {
+        let _change = self.changes.lock().await;
+        let name = plugin.info.name.clone();
+        let version = Arc::new(self.version(plugin)?);
+        {
+            let mut versions = self.versions.lock();
+            versions.retain(|v| v.strong_count() > 0);
+            versions.push(Arc::downgrade(&version));
+        }
+        let patterns = version.plugin.info.topics.clone();
+        if let Some(served) = self.served.lock().get(&name).filter(|s| s.patterns == patterns) {
+            served.current.store(version);
+            return Ok(());
+        }
+        let current = Arc::new(ArcSwap::from(version));
+        let subscription = self.bus.subscribe(&name, &patterns, Arc::new(Subscriber(current.clone()))).await?;
+        // The old subscription (if any) is dropped only now, after the new
+        // one is in place; its tasks under way finish.
+        let old = self.served.lock().insert(name, Served { current, patterns, _subscription: subscription });
+        drop(old);
+        Ok(())
+    }
+
+    /// Stops serving the plugin named `name`; its tasks under way finish.
+    pub async fn withdraw(&self, name: &str) -> bool {
+        let _change = self.changes.lock().await;
+        let old = self.served.lock().remove(name);
+        old.is_some()
+    }
+
+    fn version(&self, plugin: Arc<Plugin>) -> Result<Version, BusError> {
+        let worker =
+            WorkerId { node: self.id.clone(), plugin: plugin.info.name.clone(), version: plugin.info.version.clone() };
+        let mut digest = [0u8; 32];
+        hex::decode_to_slice(&plugin.digest, &mut digest)
+            .map_err(|_| BusError(format!("bad digest of plugin {}", plugin.info.name)))?;
+        let signer =
+            self.security.as_ref().map(|security| (security.clone(), worker.signing(security.key().public(), digest)));
+        let stats = self.stats.lock().entry(plugin.info.name.clone()).or_default().clone();
+        Ok(Version {
+            label: Arc::from(worker.to_string()),
+            worker,
+            digest,
+            signer,
+            plugin,
+            ledger: self.ledger.clone(),
+            stats,
+            in_flight: AtomicUsize::new(0),
+        })
     }
 
     /// What the plugin named `name` has done since the node started.
-    pub fn stats(&self, name: &str) -> Option<&WorkerStats> {
-        self.stats.iter().find(|(n, _)| n == name).map(|(_, s)| &**s)
+    pub fn stats(&self, name: &str) -> Option<Arc<WorkerStats>> {
+        self.stats.lock().get(name).cloned()
+    }
+
+    /// Every version that still exists, by name, the current one first.
+    pub fn versions(&self) -> Vec<VersionState> {
+        let current: BTreeMap<String, String> =
+            self.served.lock().iter().map(|(name, s)| (name.clone(), s.current.load().plugin.digest.clone())).collect();
+        let mut states: Vec<VersionState> = self
+            .versions
+            .lock()
+            .iter()
+            .filter_map(Weak::upgrade)
+            .map(|v| VersionState {
+                name: v.plugin.info.name.clone(),
+                version: v.plugin.info.version.clone(),
+                digest: v.plugin.digest.clone(),
+                in_flight: v.in_flight.load(Ordering::Relaxed),
+                current: current.get(&v.plugin.info.name) == Some(&v.plugin.digest),
+            })
+            .collect();
+        states.sort_by(|a, b| (&a.name, !a.current).cmp(&(&b.name, !b.current)));
+        states
     }
 
     /// The node's id.
@@ -118,28 +220,49 @@ impl Node {
     }
 }
 
-/// One plugin's subscription.
-struct PluginReceiver {
+/// One version of a plugin, as each of its tasks sees it from start to end.
+struct Version {
     worker: WorkerId,
     label: Arc<str>,
+    /// SHA-256 of the component file.
+    digest: [u8; 32],
     /// Distributed mode: the key that signs declarations, and the worker as
     /// it signs.
     signer: Option<(Arc<Security>, anocast_wire::Worker)>,
     plugin: Arc<Plugin>,
     ledger: Arc<dyn Ledger>,
     stats: Arc<WorkerStats>,
+    /// Tasks under way on this version.
+    in_flight: AtomicUsize,
 }
 
-/// The subscription's handle on its worker.
-struct Subscriber(Arc<PluginReceiver>);
+/// The subscription's handle on its plugin: whichever version is current
+/// when a task arrives handles all of it.
+struct Subscriber(Arc<ArcSwap<Version>>);
 
 impl TaskReceiver for Subscriber {
-    fn receive(&self, task: Arc<Task>, replies: Arc<dyn ReplySink>) -> Work {
-        Box::pin(self.0.clone().serve(task, replies))
+    fn receive(&self, task: Arc<Task>, reply_to: &dyn ReplyTo) -> Work {
+        let version = self.0.load_full();
+        let replies = reply_to.sink(&version.worker, version.digest);
+        version.in_flight.fetch_add(1, Ordering::Relaxed);
+        let in_flight = InFlight(version.clone());
+        Box::pin(async move {
+            let _counted = in_flight;
+            version.serve(task, replies).await;
+        })
     }
 }
 
-impl PluginReceiver {
+/// Counts a task of a version until it ends (or is dropped).
+struct InFlight(Arc<Version>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Version {
     #[tracing::instrument(level = "debug", skip_all, fields(worker = &*self.label, request_id = &*task.request_id))]
     async fn serve(self: Arc<Self>, task: Arc<Task>, replies: Arc<dyn ReplySink>) {
         WorkerStats::bump(&self.stats.received);
