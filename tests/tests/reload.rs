@@ -226,3 +226,52 @@ async fn wait_for_version(host: &Host, version: &str) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compiled_code_is_cached_across_restarts_and_reverts_and_corrupt_entries_are_rebuilt() -> anyhow::Result<()> {
+    let dir = PluginDir::with(&[])?;
+    install(&dir, guests::SWAP_V1, "swap.wasm")?;
+    let data = tempfile::tempdir()?;
+    let runtime = RuntimeConfig { cache_dir: Some(data.path().join("cache")), ..RuntimeConfig::default() };
+    let counts = |host: &Host| {
+        let stats = &host.runtime().cache().expect("a cache is configured").stats;
+        [&stats.hits, &stats.misses, &stats.rebuilt].map(|c| c.load(Ordering::Relaxed))
+    };
+
+    let first = start_host(&dir, runtime.clone()).await?;
+    assert_eq!(counts(&first), [0, 1, 0], "compiled once");
+    // A revert in a running node: v2 is compiled, v1 comes from the cache.
+    install(&dir, guests::SWAP_V2, "swap.wasm")?;
+    first.reload().await?;
+    install(&dir, guests::SWAP_V1, "swap.wasm")?;
+    first.reload().await?;
+    assert_eq!(counts(&first), [1, 2, 0]);
+    assert_eq!(answered_by(&dispatch(&first, "").await?)?, "1.0.0");
+    drop(first);
+
+    // A restart compiles nothing.
+    let second = start_host(&dir, runtime.clone()).await?;
+    assert_eq!(counts(&second), [1, 0, 0]);
+    assert_eq!(answered_by(&dispatch(&second, "").await?)?, "1.0.0");
+    drop(second);
+
+    // One flipped bit in v1's entry: detected, removed, compiled again.
+    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(std::fs::read(guests::SWAP_V1)?));
+    let entry = std::fs::read_dir(data.path().join("cache"))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&digest)))
+        .ok_or_else(|| anyhow::anyhow!("no cache entry for v1"))?;
+    let mut bytes = std::fs::read(&entry)?;
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x10;
+    std::fs::write(&entry, &bytes)?;
+    let third = start_host(&dir, runtime.clone()).await?;
+    assert_eq!(counts(&third), [0, 0, 1]);
+    assert_eq!(answered_by(&dispatch(&third, "").await?)?, "1.0.0");
+    drop(third);
+    // ... and the rebuilt entry serves the next start.
+    let fourth = start_host(&dir, runtime).await?;
+    assert_eq!(counts(&fourth), [1, 0, 0]);
+    Ok(())
+}

@@ -141,7 +141,8 @@ struct MeshArgs {
     /// [default: node.key in the data folder, made on first start].
     #[arg(long, env = "ANOCAST_KEY", value_name = "FILE")]
     key: Option<PathBuf>,
-    /// The node's data folder [default: $XDG_DATA_HOME/anocast/<node-id> or
+    /// The node's data folder: its compiled-code cache and (distributed
+    /// mode) its key [default: $XDG_DATA_HOME/anocast/<node-id> or
     /// ~/.local/share/anocast/<node-id>].
     #[arg(long, env = "ANOCAST_DATA_DIR", value_name = "DIR")]
     data_dir: Option<PathBuf>,
@@ -453,12 +454,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         mesh.trust = if args.mesh.trust.trust.is_empty() { file.trust.clone() } else { args.mesh.trust.trust.clone() };
         mesh.trust_mesh = args.mesh.trust.trust_mesh || file.trust_mesh.unwrap_or(false);
     }
-    let config = HostConfig {
-        plugins: Some(plugins),
-        node_id: args.node_id.clone().or(file.node_id.clone()).unwrap_or_else(crate::default_node_id),
-        runtime: args.limits.runtime(&file)?,
-        mesh,
-    };
+    let node_id = args.node_id.clone().or(file.node_id.clone()).unwrap_or_else(crate::default_node_id);
+    crate::validate_node_id(&node_id)?;
+    let data_dir = args
+        .mesh
+        .data_dir
+        .clone()
+        .or(file.data_dir.clone())
+        .unwrap_or_else(|| crate::trust::default_data_dir(&node_id));
+    let mut runtime = args.limits.runtime(&file)?;
+    runtime.cache_dir = Some(data_dir.join("cache"));
+    let config = HostConfig { plugins: Some(plugins), node_id, runtime, mesh };
     let listener =
         tokio::net::TcpListener::bind(http).await.with_context(|| format!("cannot listen on {http} (--http)"))?;
     let host = Arc::new(start_host(config).await?);

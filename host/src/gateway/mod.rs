@@ -133,6 +133,7 @@ async fn plugins(State(host): State<Arc<Host>>) -> Json<serde_json::Value> {
         "mode": if host.is_distributed() { "distributed" } else { "embedded" },
         "plugins": plugins,
         "errors": set.failed,
+        "cache": host.runtime().cache().map(|c| &c.stats),
         "mesh": host.mesh_nodes(),
         "key": host.security().map(|s| s.key().public().to_string()),
         "rejected": host.security().map(|s| &s.stats),

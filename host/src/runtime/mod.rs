@@ -33,6 +33,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 pub use bindings::{WitPluginInfo, WitTask};
 use limits::{DeadlineExceeded, Limiter};
 
+use crate::plugins::cache::CodeCache;
 use crate::topic::Pattern;
 
 /// Tunables of the runtime. Every limit has a sane default.
@@ -51,6 +52,9 @@ pub struct RuntimeConfig {
     /// Period of the epoch ticker: the granularity of deadlines and how
     /// often a busy guest yields to other tasks (default 10 ms).
     pub epoch_tick: Duration,
+    /// Where compiled code is cached (see [`crate::plugins::cache`]);
+    /// `None` (the default) compiles every time.
+    pub cache_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for RuntimeConfig {
@@ -61,6 +65,7 @@ impl Default for RuntimeConfig {
             max_instances: 1000,
             max_wasm_stack: 512 << 10,
             epoch_tick: Duration::from_millis(10),
+            cache_dir: None,
         }
     }
 }
@@ -170,6 +175,7 @@ pub struct Runtime {
 
 struct RuntimeInner {
     engine: Engine,
+    cache: Option<Arc<CodeCache>>,
     linker: Linker<TaskState>,
     config: RuntimeConfig,
     slots: Arc<Semaphore>,
@@ -220,7 +226,11 @@ impl Runtime {
             .map_err(anyhow::Error::from)?;
         let ticker = EpochTicker::start(&engine, config.epoch_tick);
         let slots = Arc::new(Semaphore::new(n as usize));
-        Ok(Runtime { inner: Arc::new(RuntimeInner { engine, linker, config, slots, _ticker: ticker }) })
+        let cache = match &config.cache_dir {
+            Some(dir) => Some(Arc::new(CodeCache::open(dir, &engine)?)),
+            None => None,
+        };
+        Ok(Runtime { inner: Arc::new(RuntimeInner { engine, cache, linker, config, slots, _ticker: ticker }) })
     }
 
     /// The configuration this runtime was built with.
@@ -233,6 +243,11 @@ impl Runtime {
         &self.inner.engine
     }
 
+    /// The compiled-code cache, when one is configured.
+    pub fn cache(&self) -> Option<&CodeCache> {
+        self.inner.cache.as_deref()
+    }
+
     /// Compiles `bytes` (off the async executor), checks that they implement
     /// the `worker` world, and asks the plugin to `describe` itself.
     pub async fn load(&self, bytes: Vec<u8>) -> Result<Plugin, LoadError> {
@@ -240,10 +255,15 @@ impl Runtime {
         let digest = hex::encode(Sha256::digest(&bytes));
         let size = bytes.len();
         let engine = self.inner.engine.clone();
-        let component = tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
-            .await
-            .map_err(|e| LoadError::Compile(e.to_string()))?
-            .map_err(|e| LoadError::Compile(first_line(&e)))?;
+        let cache = self.inner.cache.clone();
+        let key = digest.clone();
+        let component = tokio::task::spawn_blocking(move || match &cache {
+            Some(cache) => cache.get_or_compile(&engine, &key, &bytes),
+            None => Component::new(&engine, &bytes),
+        })
+        .await
+        .map_err(|e| LoadError::Compile(e.to_string()))?
+        .map_err(|e| LoadError::Compile(first_line(&e)))?;
         let pre = self.inner.linker.instantiate_pre(&component).map_err(|e| LoadError::Imports(first_line(&e)))?;
         let pre = bindings::WorkerPre::new(pre).map_err(|e| LoadError::WrongWorld(first_line(&e)))?;
         let mut plugin = Plugin {
