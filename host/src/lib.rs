@@ -184,6 +184,8 @@ pub struct Host {
     plugins: arc_swap::ArcSwap<PluginSet>,
     /// One reload at a time.
     reloading: tokio::sync::Mutex<()>,
+    /// Rescans of the plugins folder since start.
+    rescans: std::sync::atomic::AtomicU64,
     dispatcher: Dispatcher,
     runtime: Runtime,
     registry: Option<Arc<ledger::RedisRegistry>>,
@@ -246,6 +248,7 @@ impl Host {
             plugins_dir: config.plugins.clone(),
             plugins: arc_swap::ArcSwap::from_pointee(plugins),
             reloading: tokio::sync::Mutex::new(()),
+            rescans: std::sync::atomic::AtomicU64::new(0),
             dispatcher,
             runtime,
             registry,
@@ -282,6 +285,7 @@ impl Host {
         let Some(dir) = &self.plugins_dir else { return Ok(()) };
         anyhow::ensure!(!self.is_distributed(), "hot reload is not available in distributed mode yet");
         let _one_at_a_time = self.reloading.lock().await;
+        self.rescans.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let before = self.plugins.load_full();
         let next = before.rescan(&self.runtime, dir).await?;
         for loaded in &next.loaded {
@@ -321,6 +325,11 @@ impl Host {
             }
         });
         Ok(Some(PluginWatch { _watch: watch }))
+    }
+
+    /// How many times the plugins folder was rescanned since start.
+    pub fn rescans(&self) -> u64 {
+        self.rescans.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Every version of every plugin that still exists: the ones in

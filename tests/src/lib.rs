@@ -84,6 +84,9 @@ pub fn spawn_anocast(exe: &str, args: &[&str], envs: &[(&str, &str)]) -> anyhow:
     let mut child = Child(
         std::process::Command::new(exe)
             .args(args)
+            // Keys and compiled-code caches of nodes without --data-dir
+            // go to a scratch folder, not the user's home.
+            .env("XDG_DATA_HOME", std::env::temp_dir().join("anocast-tests-data"))
             .envs(envs.iter().copied())
             .env("ANOCAST_LOG", "info")
             .stderr(std::process::Stdio::piped())

@@ -158,6 +158,59 @@ fn dispatch_and_list_go_through_a_running_node() -> anyhow::Result<()> {
 }
 
 #[test]
+fn serve_applies_changes_to_its_plugins_folder_as_they_happen() -> anyhow::Result<()> {
+    let dir = PluginDir::with(&[])?;
+    let data = tempfile::tempdir()?;
+    let (_node, url) = spawn_serve(EXE, dir.path(), "live", &["--data-dir", path(data.path())])?;
+    let list = || stdout_json(&anocast(&["plugins", "list", "--url", &url, "--json"]));
+    let wait_for = |what: &str, done: &dyn Fn(&Value) -> bool| -> anyhow::Result<Value> {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        loop {
+            let json = list();
+            if done(&json) {
+                return Ok(json);
+            }
+            anyhow::ensure!(std::time::Instant::now() < until, "{what} never happened: {json}");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    let version = |json: &Value| json["plugins"][0]["version"].as_str().map(str::to_owned);
+
+    // Dropped in: served without a restart.
+    std::fs::copy(guests::SWAP_V1, dir.path().join("swap.wasm"))?;
+    wait_for("loading swap 1.0.0", &|json| version(json).as_deref() == Some("1.0.0"))?;
+    let out = anocast(&["dispatch", "swap", "--url", &url]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stdout_json(&out)["partials"][0]["worker"], "live/swap@1.0.0");
+
+    // A broken replacement: reported, and the old version keeps serving.
+    std::fs::write(dir.path().join("swap.wasm"), b"not wasm at all")?;
+    let json = wait_for("reporting the broken file", &|json| json["errors"].as_array().is_some_and(|e| !e.is_empty()))?;
+    assert_eq!(version(&json).as_deref(), Some("1.0.0"));
+    let table = String::from_utf8_lossy(&anocast(&["plugins", "list", "--url", &url]).stdout).into_owned();
+    assert!(table.contains("its previous version keeps serving"), "{table}");
+
+    // Fixed: the new version serves; the compiled code went to the data folder.
+    std::fs::copy(guests::SWAP_V2, dir.path().join("swap.wasm"))?;
+    let json = wait_for("loading swap 2.0.0", &|json| version(json).as_deref() == Some("2.0.0"))?;
+    assert_eq!(json["errors"], serde_json::json!([]));
+    assert_eq!(json["cache"]["misses"], 2, "{json}");
+    assert_eq!(std::fs::read_dir(data.path().join("cache"))?.count(), 2);
+
+    // A quiet folder is not rescanned: reading the files (as each rescan
+    // does) is no change.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let settled = list()["rescans"].as_u64();
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert_eq!(list()["rescans"].as_u64(), settled);
+
+    // Removed: unloaded.
+    std::fs::remove_file(dir.path().join("swap.wasm"))?;
+    wait_for("unloading swap", &|json| json["plugins"].as_array().is_some_and(Vec::is_empty))?;
+    Ok(())
+}
+
+#[test]
 fn help_explains_the_commands() {
     let out = anocast(&["--help"]);
     let help = String::from_utf8_lossy(&out.stdout);

@@ -2,8 +2,9 @@
 //!
 //! - `cargo xtask demo`: build the example plugins, run the embedded host on
 //!   sample tasks, print the joined outcomes;
-//! - `cargo xtask dev [ARGS...]`: build the plugins and serve them with the
-//!   HTTP API in the foreground (extra arguments go to `anocast serve`);
+//! - `cargo xtask dev [ARGS...]`: build the plugins, serve them with the
+//!   HTTP API in the foreground (extra arguments go to `anocast serve`), and
+//!   rebuild each plugin whose sources change: the node swaps it in;
 //! - `cargo xtask plugins`: build every plugin in `plugins/` into
 //!   `target/plugins/*.wasm`;
 //! - `cargo xtask test`: install what the tests need, run the format and lint
@@ -18,6 +19,7 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{Context, bail};
 
+mod dev;
 mod fuzz;
 
 /// How long `cargo xtask test` runs each fuzz target.
@@ -28,7 +30,7 @@ usage: cargo xtask <command>
 
 commands:
   demo      build the example plugins, dispatch sample tasks in-process, print the outcomes
-  dev       build the plugins and serve them over HTTP (extra arguments go to `anocast serve`)
+  dev       serve the plugins over HTTP, rebuilding each one as its sources change (extra arguments go to `anocast serve`)
   plugins   build every plugin in plugins/ into target/plugins/*.wasm
   test      install test prerequisites, check formatting and lints, run all tests
   bench     run the benchmarks (release build) and print ratios to their floors
@@ -174,21 +176,27 @@ fn plugins() -> anyhow::Result<PathBuf> {
     let root = root();
     let names = rust_plugins()?;
     step(&format!("building {} plugin(s) for wasm32-wasip2", names.len()));
-    let target_dir = guest_target_dir();
     cargo_wasm(&["build"], "plugins/Cargo.toml", &[], &[])?;
-    let out = root.join("target").join("plugins");
-    std::fs::create_dir_all(&out)?;
     for (i, name) in names.iter().enumerate() {
-        let built = target_dir.join("wasm32-wasip2/release").join(format!("{}.wasm", name.replace('-', "_")));
-        let dest = out.join(format!("{name}.wasm"));
-        // Write then rename, so a node watching the folder never sees half a file.
-        let partial = out.join(format!(".{name}.wasm.partial"));
-        std::fs::copy(&built, &partial).with_context(|| format!("copying {}", built.display()))?;
-        std::fs::rename(&partial, &dest)?;
+        let dest = install_plugin(name)?;
         let size = std::fs::metadata(&dest)?.len();
         eprintln!("[{}/{}] {name} -> {} ({} KiB)", i + 1, names.len(), relative(&dest), size / 1024);
     }
-    Ok(out)
+    Ok(root.join("target").join("plugins"))
+}
+
+/// Copies the built plugin `name` into `target/plugins`, written aside and
+/// renamed into place so that a node watching the folder never sees half a
+/// file; returns its path there.
+fn install_plugin(name: &str) -> anyhow::Result<PathBuf> {
+    let out = root().join("target").join("plugins");
+    std::fs::create_dir_all(&out)?;
+    let built = guest_target_dir().join("wasm32-wasip2/release").join(format!("{}.wasm", name.replace('-', "_")));
+    let dest = out.join(format!("{name}.wasm"));
+    let partial = out.join(format!(".{name}.wasm.partial"));
+    std::fs::copy(&built, &partial).with_context(|| format!("copying {}", built.display()))?;
+    std::fs::rename(&partial, &dest)?;
+    Ok(dest)
 }
 
 fn relative(path: &Path) -> String {
@@ -245,8 +253,15 @@ fn demo() -> anyhow::Result<()> {
 fn dev(args: &[String]) -> anyhow::Result<()> {
     let plugins = plugins()?;
     let anocast = anocast_binary()?;
-    step(&format!("serving {} (Ctrl-C stops)", relative(&plugins)));
-    run(Command::new(anocast).arg("serve").arg("--plugins").arg(&plugins).args(args), "anocast serve")
+    step(&format!("serving {} and rebuilding plugins as their sources change (Ctrl-C stops)", relative(&plugins)));
+    let node = Command::new(anocast)
+        .arg("serve")
+        .arg("--plugins")
+        .arg(&plugins)
+        .args(args)
+        .spawn()
+        .context("starting anocast serve")?;
+    dev::rebuild_on_change(node)
 }
 
 fn test() -> anyhow::Result<()> {

@@ -134,6 +134,7 @@ async fn plugins(State(host): State<Arc<Host>>) -> Json<serde_json::Value> {
         "plugins": plugins,
         "errors": set.failed,
         "cache": host.runtime().cache().map(|c| &c.stats),
+        "rescans": host.rescans(),
         "mesh": host.mesh_nodes(),
         "key": host.security().map(|s| s.key().public().to_string()),
         "rejected": host.security().map(|s| &s.stats),

@@ -1,0 +1,85 @@
+//! The development loop of `cargo xtask dev`: while `anocast serve` runs on
+//! `target/plugins`, watch the plugins' sources (and the SDK and the WIT
+//! contract they all build on), rebuild what changed and install it into
+//! `target/plugins`, where the node swaps it in. A plugin that fails to
+//! build leaves the last good version serving.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::sync::mpsc::{RecvTimeoutError, channel};
+use std::time::Duration;
+
+use notify_debouncer_full::notify::{EventKind, RecursiveMode};
+use notify_debouncer_full::{DebounceEventResult, new_debouncer};
+
+use crate::{cargo_wasm, install_plugin, root, rust_plugins, step};
+
+/// Rebuilds on every source change until `node` exits.
+pub fn rebuild_on_change(mut node: Child) -> anyhow::Result<()> {
+    let root = root();
+    let (tx, rx) = channel::<Vec<PathBuf>>();
+    let mut debouncer = new_debouncer(Duration::from_millis(300), None, move |result: DebounceEventResult| {
+        if let Ok(events) = result {
+            // Reads (the compiler's among them) are not changes.
+            let changed = events.into_iter().filter(|e| !matches!(e.kind, EventKind::Access(_)));
+            let _ = tx.send(changed.flat_map(|e| e.event.paths).collect());
+        }
+    })?;
+    for watched in ["plugins", "guest-sdk/src", "wit"] {
+        debouncer.watch(root.join(watched), RecursiveMode::Recursive)?;
+    }
+    loop {
+        match rx.recv_timeout(Duration::from_millis(500)) {
+            Ok(paths) => {
+                let names = affected(&root, &paths)?;
+                if !names.is_empty() {
+                    rebuild(&names);
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => anyhow::bail!("the source watcher stopped"),
+        }
+        if let Some(status) = node.try_wait()? {
+            anyhow::ensure!(status.success(), "anocast serve stopped ({status})");
+            return Ok(());
+        }
+    }
+}
+
+/// The plugins that changed `paths` concern: one plugin's own files, or
+/// all of them for the SDK, the WIT contract or the workspace's manifest.
+fn affected(root: &Path, paths: &[PathBuf]) -> anyhow::Result<BTreeSet<String>> {
+    let all = rust_plugins()?;
+    let mut names = BTreeSet::new();
+    for path in paths {
+        let Ok(relative) = path.strip_prefix(root) else { continue };
+        let parts: Vec<_> = relative.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+        if parts.iter().any(|p| p == "target") {
+            continue;
+        }
+        match parts.as_slice() {
+            [top, ..] if top == "guest-sdk" || top == "wit" => names.extend(all.iter().cloned()),
+            [top, file] if top == "plugins" && (file == "Cargo.toml" || file == "Cargo.lock") => {
+                names.extend(all.iter().cloned())
+            }
+            [top, plugin, ..] if top == "plugins" && all.contains(plugin) => {
+                names.insert(plugin.clone());
+            }
+            _ => {}
+        }
+    }
+    Ok(names)
+}
+
+fn rebuild(names: &BTreeSet<String>) {
+    for name in names {
+        step(&format!("{name} changed: rebuilding"));
+        let built =
+            cargo_wasm(&["build"], "plugins/Cargo.toml", &["-p", name], &[]).and_then(|()| install_plugin(name));
+        match built {
+            Ok(path) => eprintln!("{name}: installed {}; the node swaps it in", path.display()),
+            Err(err) => eprintln!("{name}: {err:#}; the node keeps serving the last good version"),
+        }
+    }
+}
