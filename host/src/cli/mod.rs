@@ -115,7 +115,7 @@ struct ServeArgs {
     #[arg(long, env = "ANOCAST_NO_WATCH")]
     no_watch: bool,
     /// How long a changed file must be quiet before it is loaded.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "300ms")]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "50ms")]
     reload_debounce: Duration,
     #[command(flatten)]
     mesh: MeshArgs,

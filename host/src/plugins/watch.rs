@@ -13,8 +13,11 @@ use notify_debouncer_full::notify::{EventKind, RecommendedWatcher, RecursiveMode
 use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
 use tokio::sync::mpsc;
 
-/// How long a file must be quiet before it is looked at, by default.
-pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(300);
+/// How long a file must be quiet before it is looked at, by default: short,
+/// so that a new version serves soon after it lands (a file looked at while
+/// still being written fails to load and replaces nothing; the end of the
+/// write brings it up again).
+pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(50);
 
 /// A running watch; dropping it stops watching.
 pub struct Watch {
