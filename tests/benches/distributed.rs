@@ -30,7 +30,7 @@ use anocast_tests::bench::{
     self, Settings, Stats, direct, dispatch, dispatch_throughput, measure, row, sample, verdict, wit_task,
 };
 use anocast_tests::servers::{Nats, Redis};
-use anocast_tests::{PluginDir, guests};
+use anocast_tests::{ECHOES, PluginDir};
 use futures::StreamExt;
 
 fn main() -> anyhow::Result<()> {
@@ -43,25 +43,7 @@ async fn distributed(settings: Settings) -> anyhow::Result<()> {
     let mut mesh = MeshConfig::new(&nats.url(), &redis.url());
     mesh.trust_mesh = true;
     mesh.data_dir = Some(data.path().to_owned());
-    let echoes = [
-        guests::ECHO,
-        guests::ECHO2,
-        guests::ECHO3,
-        guests::ECHO4,
-        guests::ECHO5,
-        guests::ECHO6,
-        guests::ECHO7,
-        guests::ECHO8,
-        guests::ECHO9,
-        guests::ECHO10,
-        guests::ECHO11,
-        guests::ECHO12,
-        guests::ECHO13,
-        guests::ECHO14,
-        guests::ECHO15,
-        guests::ECHO16,
-    ];
-    let dir = PluginDir::with(&echoes)?;
+    let dir = PluginDir::with(&ECHOES)?;
     let node = Host::start(HostConfig {
         plugins: Some(dir.path().to_owned()),
         node_id: "bench-node".into(),

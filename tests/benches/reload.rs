@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anocast::plugins::watch::DEFAULT_DEBOUNCE;
 use anocast::{DispatchOptions, Host, HostConfig, Runtime, RuntimeConfig, Topic};
 use anocast_tests::bench::{self, Stats, row, verdict};
-use anocast_tests::{PluginDir, guests};
+use anocast_tests::{ECHOES, PluginDir, guests};
 
 fn main() -> anyhow::Result<()> {
     let quick = std::env::args().any(|a| a == "--quick");
@@ -81,19 +81,7 @@ async fn reload(rounds: usize) -> anyhow::Result<()> {
     );
 
     // Ten plugins, cold cache then warm.
-    let ten = [
-        guests::ECHO,
-        guests::ECHO2,
-        guests::ECHO3,
-        guests::ECHO4,
-        guests::ECHO5,
-        guests::ECHO6,
-        guests::ECHO7,
-        guests::ECHO8,
-        guests::ECHO9,
-        guests::ECHO10,
-    ];
-    let dir = PluginDir::with(&ten)?;
+    let dir = PluginDir::with(&ECHOES[..10])?;
     let (mut cold, mut warm) = (Vec::new(), Vec::new());
     for _ in 0..rounds.div_ceil(4).max(3) {
         let data = tempfile::tempdir()?;

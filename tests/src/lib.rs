@@ -14,6 +14,26 @@ pub mod guests {
     include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 }
 
+/// The sixteen echo guests (`echo`, `echo-2` ... `echo-16`), for fan-out.
+pub const ECHOES: [&str; 16] = [
+    guests::ECHO,
+    guests::ECHO2,
+    guests::ECHO3,
+    guests::ECHO4,
+    guests::ECHO5,
+    guests::ECHO6,
+    guests::ECHO7,
+    guests::ECHO8,
+    guests::ECHO9,
+    guests::ECHO10,
+    guests::ECHO11,
+    guests::ECHO12,
+    guests::ECHO13,
+    guests::ECHO14,
+    guests::ECHO15,
+    guests::ECHO16,
+];
+
 /// A temporary plugins folder holding copies of some guests. Removed on drop.
 pub struct PluginDir {
     dir: tempfile::TempDir,
