@@ -24,16 +24,26 @@ pub struct Task {
     pub depth: u32,
     /// Request ids of the tasks this one was dispatched from, oldest first.
     pub ancestry: Vec<String>,
-    /// How many receiving groups the dispatcher expects to answer (0:
-    /// unknown). The answer that brings the count to this number closes the
-    /// interest window in the ledger, sparing the dispatcher a round trip.
-    pub expected: u32,
+    /// The receiving groups (plugin names) the dispatcher expects to answer
+    /// (empty: unknown). The answer of the last of them closes the interest
+    /// window in the ledger, sparing the dispatcher a round trip. A group
+    /// not listed (its node's registration was not seen yet, or changed
+    /// since) answers without being counted, so it can never close the
+    /// window early.
+    pub expected: Vec<String>,
 }
 
 impl Task {
     /// Time left before the deadline (zero once it has passed).
     pub fn remaining(&self) -> Duration {
         self.deadline.duration_since(SystemTime::now()).unwrap_or_default()
+    }
+
+    /// How many answers close the window, for an answer of `group`: the
+    /// number of expected groups when `group` is one of them, else 0 (not
+    /// counted).
+    pub fn expected_count(&self, group: &str) -> u32 {
+        if self.expected.iter().any(|g| g == group) { self.expected.len() as u32 } else { 0 }
     }
 
     /// The name of the task's interest list: `{topic}-{request-id}`.

@@ -3,7 +3,7 @@
 //!
 //! | message | subject | headers |
 //! |---|---|---|
-//! | task | `anocast.task.<topic>`, reply subject = the dispatcher's inbox | `Anocast-Request-Id`, `Anocast-Deadline` (Unix ms), `Anocast-Depth`, `Anocast-Ancestry` (comma-separated request ids), `Content-Type` |
+//! | task | `anocast.task.<topic>`, reply subject = the dispatcher's inbox | `Anocast-Request-Id`, `Anocast-Deadline` (Unix ms), `Anocast-Depth`, `Anocast-Ancestry` (comma-separated request ids), `Content-Type`, `Anocast-Expected` (comma-separated plugin groups, optional) |
 //! | reply | the inbox | none: the body is a signed envelope (`anocast_wire::envelope`) |
 //!
 //! Decoding is strict: a message missing a header or carrying a malformed
@@ -51,8 +51,8 @@ pub fn encode_task(task: &Task) -> (HeaderMap, Bytes) {
     headers.insert(DEPTH, task.depth.to_string().as_str());
     headers.insert(ANCESTRY, task.ancestry.join(",").as_str());
     headers.insert(CONTENT_TYPE, task.content_type.as_str());
-    if task.expected > 0 {
-        headers.insert(EXPECTED, task.expected.to_string().as_str());
+    if !task.expected.is_empty() {
+        headers.insert(EXPECTED, task.expected.join(",").as_str());
     }
     (headers, Bytes::copy_from_slice(&task.payload))
 }
@@ -78,9 +78,15 @@ pub fn decode_task(subject: &str, headers: Option<&HeaderMap>, body: &[u8]) -> R
         deadline: UNIX_EPOCH + Duration::from_millis(deadline),
         depth,
         ancestry,
-        expected: match headers.and_then(|h| h.get(EXPECTED)) {
-            Some(n) => n.as_str().parse().map_err(|_| WireError("bad expected count".into()))?,
-            None => 0,
+        expected: match headers.and_then(|h| h.get(EXPECTED)).map(|v| v.as_str()) {
+            Some(names) if !names.is_empty() => names
+                .split(',')
+                .map(|name| {
+                    anocast_wire::check_plugin_name(name).map_err(|_| WireError("bad expected group".into()))?;
+                    Ok(name.to_owned())
+                })
+                .collect::<Result<_, WireError>>()?,
+            _ => Vec::new(),
         },
     })
 }
@@ -103,7 +109,7 @@ mod tests {
             deadline: UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
             depth: 2,
             ancestry: vec!["a".into(), "b".into()],
-            expected: 3,
+            expected: vec!["echo".into(), "misbehave".into()],
         }
     }
 
@@ -119,7 +125,7 @@ mod tests {
         assert_eq!(decoded.deadline, original.deadline);
         assert_eq!(decoded.depth, 2);
         assert_eq!(decoded.ancestry, ["a", "b"]);
-        assert_eq!(decoded.expected, 3);
+        assert_eq!(decoded.expected, ["echo", "misbehave"]);
     }
 
     #[test]

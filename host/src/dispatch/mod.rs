@@ -123,7 +123,7 @@ impl Dispatcher {
         let grace_ends = started + options.grace.min(options.timeout);
         // How many receivers the registry (distributed mode) expects; the
         // last of them to answer closes the window in the ledger.
-        let expected = self.registry.as_ref().and_then(|r| r.expected_receivers(topic.as_str()));
+        let expected = self.registry.as_ref().and_then(|r| r.expected_groups(topic.as_str()));
         let task = Arc::new(Task {
             request_id: Arc::from(uuid::Uuid::now_v7().to_string()),
             topic,
@@ -132,7 +132,7 @@ impl Dispatcher {
             deadline: SystemTime::now() + options.timeout,
             depth: 0,
             ancestry: Vec::new(),
-            expected: expected.and_then(|n| u32::try_from(n).ok()).unwrap_or(0),
+            expected: expected.clone().unwrap_or_default(),
         });
         tracing::Span::current().record("request_id", &*task.request_id);
         let key = task.interest_key();
@@ -140,7 +140,7 @@ impl Dispatcher {
         self.ledger.open(&key, ttl).await?;
         let mut finish = FinishList { ledger: self.ledger.clone(), key: Some(key.clone()), ttl };
         let mut inbox = self.bus.open_inbox(&task).await?;
-        let receivers = self.bus.broadcast(task.clone(), &mut inbox).await?.or(expected);
+        let receivers = self.bus.broadcast(task.clone(), &mut inbox).await?.or(expected.map(|groups| groups.len()));
         let check_every = self.registry.as_ref().map_or(options.timeout, |r| r.check_interval());
         let mut liveness = tokio::time::interval_at((started + check_every).into(), check_every);
 
@@ -155,7 +155,11 @@ impl Dispatcher {
             tokio::select! {
                 reply = inbox.recv() => match reply {
                     Some(Reply::Ack { worker, interest, closed }) => {
-                        gather.acks += 1;
+                        // Over the network, only the expected groups count
+                        // towards closing the window.
+                        if task.expected.is_empty() || task.expected.contains(&worker.plugin) {
+                            gather.acks += 1;
+                        }
                         if interest == Interest::Declared {
                             gather.declared.insert(worker.to_string());
                         }

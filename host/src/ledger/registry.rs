@@ -110,9 +110,9 @@ impl Default for Liveness {
 
 /// What dispatchers know of the live nodes.
 pub trait Registry: Send + Sync {
-    /// How many queue groups on live nodes subscribe to `topic`, when that
-    /// is known (fresh information).
-    fn expected_receivers(&self, topic: &str) -> Option<usize>;
+    /// The queue groups (plugin names) on live nodes that subscribe to
+    /// `topic`, when that is known (fresh information).
+    fn expected_groups(&self, topic: &str) -> Option<Vec<String>>;
     /// Whether `node` is alive as far as is known; `true` when nothing fresh
     /// is known (a Redis outage must not declare every node dead).
     fn is_alive(&self, node: &str) -> bool;
@@ -233,9 +233,10 @@ async fn refresh(conn: &mut ConnectionManager, target: &ArcSwapOption<Snapshot>)
 }
 
 impl Registry for RedisRegistry {
-    fn expected_receivers(&self, topic: &str) -> Option<usize> {
+    fn expected_groups(&self, topic: &str) -> Option<Vec<String>> {
         let snapshot = self.fresh()?;
-        Some(snapshot.groups.values().filter(|patterns| patterns.iter().any(|p| p.matches(topic))).count())
+        let matching = snapshot.groups.iter().filter(|(_, patterns)| patterns.iter().any(|p| p.matches(topic)));
+        Some(matching.map(|(name, _)| name.clone()).collect())
     }
 
     fn is_alive(&self, node: &str) -> bool {

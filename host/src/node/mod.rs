@@ -294,9 +294,10 @@ impl Version {
                 WorkerStats::bump(&self.stats.not_interested);
                 // Counted in the ledger only when the dispatcher said how
                 // many answers to expect.
-                let closed = if task.expected > 0 {
+                let expected = task.expected_count(&self.worker.plugin);
+                let closed = if expected > 0 {
                     let ttl = task.remaining() + LIST_TTL;
-                    self.ledger.decline(&task.interest_key(), ttl, task.expected).await.unwrap_or_else(|err| {
+                    self.ledger.decline(&task.interest_key(), ttl, expected).await.unwrap_or_else(|err| {
                         tracing::warn!(%err, "could not count this answer in the ledger");
                         None
                     })
@@ -366,7 +367,10 @@ impl Version {
             }
         };
         let declared = match entry {
-            Ok(entry) => self.ledger.declare(&task.interest_key(), &entry, ttl, task.expected).await,
+            Ok(entry) => {
+                let expected = task.expected_count(&self.worker.plugin);
+                self.ledger.declare(&task.interest_key(), &entry, ttl, expected).await
+            }
             Err(err) => Err(crate::ledger::LedgerError(format!("cannot sign the declaration: {err}"))),
         };
         let (accepted, closed) = match declared {
