@@ -156,6 +156,23 @@ pub struct PluginWatch {
     _watch: plugins::watch::Watch,
 }
 
+/// What a node registers in the mesh: its id, key and plugins.
+fn node_info(id: &str, security: &trust::Security, plugins: &PluginSet) -> ledger::NodeInfo {
+    ledger::NodeInfo {
+        id: id.to_owned(),
+        key: security.key().public().to_string(),
+        plugins: plugins
+            .loaded
+            .iter()
+            .map(|p| ledger::PluginEntry {
+                name: p.plugin.info.name.clone(),
+                version: p.plugin.info.version.clone(),
+                topics: p.plugin.info.topics.iter().map(|t| t.as_str().to_owned()).collect(),
+            })
+            .collect(),
+    }
+}
+
 /// The default node id: the machine's host name, or `local`.
 pub fn default_node_id() -> String {
     std::fs::read_to_string("/etc/hostname")
@@ -206,7 +223,7 @@ impl Host {
             None => PluginSet::default(),
         };
         let security = match &config.mesh {
-            Some(mesh) => Some(Arc::new(mesh.security(&config.node_id, !plugins.loaded.is_empty())?)),
+            Some(mesh) => Some(Arc::new(mesh.security(&config.node_id, config.plugins.is_some())?)),
             None => None,
         };
         let (bus, ledger, registry): (Arc<dyn bus::Bus>, Arc<dyn ledger::Ledger>, _) = match (&config.mesh, &security) {
@@ -214,19 +231,9 @@ impl Host {
                 let bus =
                     bus::NatsBus::connect(&mesh.nats, &config.node_id, mesh.connect_timeout, security.clone()).await?;
                 let conn = ledger::connect_redis(&mesh.redis, mesh.connect_timeout).await?;
-                let me = (!plugins.loaded.is_empty()).then(|| ledger::NodeInfo {
-                    id: config.node_id.clone(),
-                    key: security.key().public().to_string(),
-                    plugins: plugins
-                        .loaded
-                        .iter()
-                        .map(|p| ledger::PluginEntry {
-                            name: p.plugin.info.name.clone(),
-                            version: p.plugin.info.version.clone(),
-                            topics: p.plugin.info.topics.iter().map(|t| t.as_str().to_owned()).collect(),
-                        })
-                        .collect(),
-                });
+                // A node (a host with a plugins folder, even an empty one
+                // for now) registers; a plugin-less client does not.
+                let me = config.plugins.is_some().then(|| node_info(&config.node_id, security, &plugins));
                 let registry = Arc::new(ledger::RedisRegistry::start(conn.clone(), me, mesh.liveness).await);
                 security.set_registry(registry.clone());
                 (Arc::new(bus), Arc::new(ledger::RedisLedger::new(conn)), Some(registry))
@@ -283,7 +290,6 @@ impl Host {
     /// started with. Does nothing for a plugin-less host.
     pub async fn reload(&self) -> anyhow::Result<()> {
         let Some(dir) = &self.plugins_dir else { return Ok(()) };
-        anyhow::ensure!(!self.is_distributed(), "hot reload is not available in distributed mode yet");
         let _one_at_a_time = self.reloading.lock().await;
         self.rescans.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let before = self.plugins.load_full();
@@ -300,6 +306,9 @@ impl Host {
                 self.node.withdraw(&old.plugin.info.name).await;
             }
         }
+        if let (Some(registry), Some(security)) = (&self.registry, &self.security) {
+            registry.update(&node_info(self.node.id(), security, &next)).await;
+        }
         self.plugins.store(Arc::new(next));
         Ok(())
     }
@@ -309,10 +318,6 @@ impl Host {
     pub fn watch_plugins(self: &Arc<Self>, debounce: std::time::Duration) -> anyhow::Result<Option<PluginWatch>> {
         let Some(dir) = &self.plugins_dir else { return Ok(None) };
         let (watch, mut changes) = plugins::watch::watch(dir, debounce)?;
-        anyhow::ensure!(
-            !self.is_distributed(),
-            "hot reload is not available in distributed mode yet: restart the node to change its plugins"
-        );
         let host = Arc::downgrade(self);
         // Ends when the watch is dropped (the channel closes), never in the
         // middle of a reload.

@@ -22,7 +22,7 @@ struct Mesh {
 struct Node {
     process: Child,
     url: String,
-    _dir: PluginDir,
+    dir: PluginDir,
     _data: tempfile::TempDir,
 }
 
@@ -40,7 +40,7 @@ impl Mesh {
         let data_dir = data.path().to_str().context("utf-8 path")?;
         let args = ["--nats", &nats, "--redis", &redis, "--liveness", "1s", "--trust-mesh", "--data-dir", data_dir];
         let (process, url) = spawn_serve(EXE, dir.path(), id, &args)?;
-        Ok(Node { process, url, _dir: dir, _data: data })
+        Ok(Node { process, url, dir, _data: data })
     }
 }
 
@@ -447,4 +447,51 @@ async fn the_redis_ledger_closes_atomically_on_the_last_expected_answer() -> any
     ledger.finish("t-1", ttl).await?;
     assert!(!ledger.declare("t-1", "n/after@1", ttl, 0).await?.accepted, "finished lists stay closed");
     redis.assert_every_key_expires().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_reloads_its_plugins_and_the_mesh_follows() -> anyhow::Result<()> {
+    let mesh = Mesh::start()?;
+    let a = mesh.node("a", &[guests::SWAP_V1])?;
+    let client = mesh_client(&mesh.nats.url(), &mesh.redis.url()).await?;
+    let answered = async |topic_name: &str| -> anyhow::Result<Vec<String>> {
+        let outcome = client.dispatcher().dispatch(topic(topic_name), Vec::new(), &options(2000, 10_000)).await?;
+        anyhow::ensure!(outcome.status == Status::Complete, "{}", outcome.to_json());
+        Ok(outcome.partials.iter().map(|p| p.worker.to_string()).collect())
+    };
+    let until = |seconds| Instant::now() + Duration::from_secs(seconds);
+    assert_eq!(answered("swap").await?, ["a/swap@1.0.0"]);
+
+    // A new version, written aside and renamed over the old file.
+    let file = std::fs::read_dir(a.dir.path())?.filter_map(Result::ok).map(|e| e.path()).next().context("a file")?;
+    let aside = a.dir.path().join(".swap.part");
+    std::fs::copy(guests::SWAP_V2, &aside)?;
+    std::fs::rename(&aside, &file)?;
+    let deadline = until(15);
+    while answered("swap").await? != ["a/swap@2.0.0"] {
+        anyhow::ensure!(Instant::now() < deadline, "the new version never served");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The registry carries the new version to the other dispatchers.
+    let deadline = until(10);
+    loop {
+        let nodes = client.mesh_nodes();
+        if nodes.iter().any(|n| n.id == "a" && n.plugins.iter().any(|p| p.name == "swap" && p.version == "2.0.0")) {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the mesh never saw swap 2.0.0: {nodes:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A plugin dropped in joins the mesh's fan-outs.
+    std::fs::copy(guests::ECHO, a.dir.path().join("echo.wasm"))?;
+    let deadline = until(15);
+    while answered("echo").await.ok() != Some(vec!["a/echo@1.0.0".to_owned()]) {
+        anyhow::ensure!(Instant::now() < deadline, "the dropped-in plugin never answered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let out = std::process::Command::new(EXE).args(["plugins", "list", "--all", "--url", &a.url]).output()?;
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("a: echo@1.0.0, swap@2.0.0"), "{table}");
+    mesh.redis.assert_every_key_expires().await
 }

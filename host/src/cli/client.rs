@@ -78,6 +78,32 @@ impl Client {
     }
 }
 
+/// The mesh's nodes and their plugins, from a node's `GET /v1/plugins`.
+pub fn mesh_table(answer: &Value) -> String {
+    let empty = Vec::new();
+    let nodes = answer["mesh"].as_array().unwrap_or(&empty);
+    let mut out = String::new();
+    if nodes.is_empty() {
+        let _ = writeln!(out, "\nmesh: none (embedded mode, or no live node registered)");
+        return out;
+    }
+    let _ = writeln!(out, "\nmesh: {} live node(s)", nodes.len());
+    for node in nodes {
+        let plugins = node["plugins"].as_array().unwrap_or(&empty);
+        let list: Vec<String> = plugins
+            .iter()
+            .map(|p| format!("{}@{}", p["name"].as_str().unwrap_or("?"), p["version"].as_str().unwrap_or("?")))
+            .collect();
+        let _ = writeln!(
+            out,
+            "  {}: {}",
+            node["id"].as_str().unwrap_or("?"),
+            if list.is_empty() { "no plugins".to_owned() } else { list.join(", ") }
+        );
+    }
+    out
+}
+
 /// The plugin list as a table, then the files that failed to load.
 pub fn plugins_table(answer: &Value) -> String {
     let empty = Vec::new();

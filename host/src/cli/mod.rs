@@ -83,6 +83,10 @@ enum PluginsCommand {
         /// Print the node's JSON answer instead of a table.
         #[arg(long)]
         json: bool,
+        /// Also list the plugins of every live node of the node's mesh
+        /// (distributed mode), as the mesh's registry says.
+        #[arg(long)]
+        all: bool,
     },
     /// Load one component and print its name, version and topics; fails with
     /// the reason when the file is not a worker plugin.
@@ -108,7 +112,7 @@ struct ServeArgs {
     /// This node's id, as it appears in worker names [default: host name].
     #[arg(long, env = "ANOCAST_NODE_ID", value_name = "ID")]
     node_id: Option<String>,
-    /// Do not watch the plugins folder. By default (embedded mode) adding,
+    /// Do not watch the plugins folder. By default adding,
     /// replacing, renaming or removing a .wasm there takes effect at once,
     /// without losing a dispatch; a broken file never replaces a working
     /// version.
@@ -320,12 +324,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&outcome)?);
             Ok(exit_for(outcome["status"].as_str()))
         }
-        Command::Plugins(PluginsCommand::List { node, json }) => {
+        Command::Plugins(PluginsCommand::List { node, json, all }) => {
             let answer = client::Client::new(&node.url)?.plugins().await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&answer)?);
             } else {
                 print!("{}", client::plugins_table(&answer));
+                if all {
+                    print!("{}", client::mesh_table(&answer));
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -469,14 +476,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tokio::net::TcpListener::bind(http).await.with_context(|| format!("cannot listen on {http} (--http)"))?;
     let host = Arc::new(start_host(config).await?);
     let address = listener.local_addr()?;
-    let _watch = match (args.no_watch, host.is_distributed()) {
-        (false, false) => host.watch_plugins(args.reload_debounce)?,
-        (false, true) => {
-            tracing::info!("hot reload is not available in distributed mode yet; the plugins folder is not watched");
-            None
-        }
-        (true, _) => None,
-    };
+    let _watch = if args.no_watch { None } else { host.watch_plugins(args.reload_debounce)? };
     tracing::info!(
         node = host.node_id(),
         plugins = host.plugins().loaded.len(),

@@ -135,6 +135,9 @@ struct Snapshot {
 /// tasks and (for a node that registered) removes the node's entry.
 pub struct RedisRegistry {
     snapshot: Arc<ArcSwapOption<Snapshot>>,
+    /// This node's entry (id, JSON), renewed by the heartbeat.
+    me: Arc<ArcSwapOption<(String, String)>>,
+    conn: ConnectionManager,
     liveness: Liveness,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     leave: Option<ConnectionManager>,
@@ -146,19 +149,24 @@ impl RedisRegistry {
     /// before this returns.
     pub async fn start(conn: ConnectionManager, me: Option<NodeInfo>, liveness: Liveness) -> Self {
         let snapshot = Arc::new(ArcSwapOption::empty());
+        let current: Arc<ArcSwapOption<(String, String)>> = Arc::new(ArcSwapOption::empty());
         let mut tasks = Vec::new();
         let mut leave = None;
         if let Some(me) = me {
             let json = serde_json::to_string(&me).expect("node info serializes");
-            let mut c = conn.clone();
-            if let Err(err) = heartbeat(&mut c, &me.id, &json, liveness.ttl).await {
+            current.store(Some(Arc::new((me.id.clone(), json))));
+            let (mut c, entry) = (conn.clone(), current.clone());
+            if let Some(entry) = entry.load_full()
+                && let Err(err) = heartbeat(&mut c, &entry.0, &entry.1, liveness.ttl).await
+            {
                 tracing::warn!(%err, "first heartbeat to Redis failed; retrying");
             }
             tasks.push(tokio::spawn(async move {
                 let mut tick = tokio::time::interval(liveness.heartbeat);
                 loop {
                     tick.tick().await;
-                    if let Err(err) = heartbeat(&mut c, &me.id, &json, liveness.ttl).await {
+                    let Some(entry) = entry.load_full() else { continue };
+                    if let Err(err) = heartbeat(&mut c, &entry.0, &entry.1, liveness.ttl).await {
                         tracing::warn!(%err, "heartbeat to Redis failed");
                     }
                 }
@@ -175,7 +183,21 @@ impl RedisRegistry {
                 refresh(&mut c, &target).await;
             }
         }));
-        RedisRegistry { snapshot, liveness, tasks, leave }
+        RedisRegistry { snapshot, me: current, conn, liveness, tasks, leave }
+    }
+
+    /// Replaces this node's entry (its plugins changed) and writes it at
+    /// once, so that dispatchers see it within one refresh. Only for a
+    /// registry started with an entry.
+    pub async fn update(&self, me: &NodeInfo) {
+        if self.me.load().is_none() {
+            return;
+        }
+        let json = serde_json::to_string(me).expect("node info serializes");
+        self.me.store(Some(Arc::new((me.id.clone(), json.clone()))));
+        if let Err(err) = heartbeat(&mut self.conn.clone(), &me.id, &json, self.liveness.ttl).await {
+            tracing::warn!(%err, "could not publish this node's new plugins; the next heartbeat will");
+        }
     }
 
     /// Removes this node's entry now (a clean shutdown), so that dispatchers
