@@ -197,6 +197,7 @@ pub fn validate_node_id(id: &str) -> anyhow::Result<()> {
 /// NATS and Redis (distributed mode).
 pub struct Host {
     node: node::Node,
+    bus: Arc<dyn bus::Bus>,
     plugins_dir: Option<PathBuf>,
     plugins: arc_swap::ArcSwap<PluginSet>,
     /// One reload at a time.
@@ -243,7 +244,7 @@ impl Host {
         let node =
             node::Node::start(&config.node_id, &plugins.plugins(), bus.clone(), ledger.clone(), security.clone())
                 .await?;
-        let mut dispatcher = Dispatcher::new(bus, ledger);
+        let mut dispatcher = Dispatcher::new(bus.clone(), ledger);
         if let Some(registry) = &registry {
             dispatcher = dispatcher.with_registry(registry.clone());
         }
@@ -252,6 +253,7 @@ impl Host {
         }
         Ok(Host {
             node,
+            bus,
             plugins_dir: config.plugins.clone(),
             plugins: arc_swap::ArcSwap::from_pointee(plugins),
             reloading: tokio::sync::Mutex::new(()),
@@ -308,6 +310,9 @@ impl Host {
         }
         if let (Some(registry), Some(security)) = (&self.registry, &self.security) {
             registry.update(&node_info(self.node.id(), security, &next)).await;
+        }
+        for event in plugins::changes(&before, &next) {
+            self.bus.announce(self.node.id(), &event).await;
         }
         self.plugins.store(Arc::new(next));
         Ok(())

@@ -461,6 +461,9 @@ async fn a_node_reloads_its_plugins_and_the_mesh_follows() -> anyhow::Result<()>
     };
     let until = |seconds| Instant::now() + Duration::from_secs(seconds);
     assert_eq!(answered("swap").await?, ["a/swap@1.0.0"]);
+    let listener = async_nats::connect(mesh.nats.url()).await?;
+    let mut events = listener.subscribe("anocast.lifecycle.a").await?;
+    listener.flush().await?;
 
     // A new version, written aside and renamed over the old file.
     let file = std::fs::read_dir(a.dir.path())?.filter_map(Result::ok).map(|e| e.path()).next().context("a file")?;
@@ -489,6 +492,16 @@ async fn a_node_reloads_its_plugins_and_the_mesh_follows() -> anyhow::Result<()>
     while answered("echo").await.ok() != Some(vec!["a/echo@1.0.0".to_owned()]) {
         anyhow::ensure!(Instant::now() < deadline, "the dropped-in plugin never answered");
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The node announced both changes.
+    let mut seen = Vec::new();
+    while !(seen.contains(&("reloaded".to_owned(), "swap@2.0.0".to_owned()))
+        && seen.contains(&("loaded".to_owned(), "echo@1.0.0".to_owned())))
+    {
+        let message = tokio::time::timeout(Duration::from_secs(5), events.next()).await?.context("no event")?;
+        let event: Value = serde_json::from_slice(&message.payload)?;
+        let what = format!("{}@{}", event["plugin"].as_str().unwrap_or("?"), event["version"].as_str().unwrap_or("?"));
+        seen.push((event["event"].as_str().unwrap_or("?").to_owned(), what));
     }
     let out = std::process::Command::new(EXE).args(["plugins", "list", "--all", "--url", &a.url]).output()?;
     let table = String::from_utf8_lossy(&out.stdout);

@@ -146,6 +146,13 @@ pub trait Bus: Send + Sync + 'static {
     /// when the bus knows (in-process it does; over a network it does not).
     async fn broadcast(&self, task: Arc<Task>, inbox: &mut Inbox) -> Result<Option<usize>, BusError>;
 
+    /// Tells the mesh that this node's plugin set changed (`event` is a
+    /// JSON object, see `docs/protocol.md`). In-process there is no one to
+    /// tell.
+    async fn announce(&self, node: &str, event: &serde_json::Value) {
+        let _ = (node, event);
+    }
+
     /// Subscribes `receiver` to `patterns` in the queue group `group` (a
     /// plugin's name): each task reaches one member of each group.
     ///

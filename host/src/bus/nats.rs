@@ -38,6 +38,10 @@ use crate::trust::{Security, SecurityStats};
 /// Most reply messages opened (and verified) together.
 const BATCH: usize = 64;
 
+/// Prefix of the subjects on which nodes announce plugin changes
+/// (`anocast.lifecycle.<node-id>`).
+pub const LIFECYCLE_PREFIX: &str = "anocast.lifecycle.";
+
 /// How long an unsubscribed plugin's pump waits for messages the server had
 /// already routed to it.
 const DRAIN: Duration = Duration::from_secs(2);
@@ -58,6 +62,7 @@ struct Inboxes {
     next: AtomicU64,
     routes: Arc<Routes>,
     _pump: AbortOnDrop,
+    _lifecycle: AbortOnDrop,
 }
 
 type Routes = parking_lot::Mutex<rustc_hash::FxHashMap<u64, Route>>;
@@ -129,7 +134,28 @@ impl NatsBus {
                 batch.clear();
             }
         });
-        let inboxes = Arc::new(Inboxes { prefix, next: AtomicU64::new(0), routes, _pump: AbortOnDrop(pump) });
+        // Other nodes' plugin changes, for the log.
+        let mut lifecycle = client
+            .subscribe(format!("{LIFECYCLE_PREFIX}>"))
+            .await
+            .map_err(|e| BusError(format!("cannot subscribe to lifecycle events: {e}")))?;
+        let me = name.to_owned();
+        let watcher = tokio::spawn(async move {
+            while let Some(message) = lifecycle.next().await {
+                let node = message.subject.trim_start_matches(LIFECYCLE_PREFIX);
+                if node != me {
+                    let event = String::from_utf8_lossy(&message.payload);
+                    tracing::info!(node, event = %event.chars().take(512).collect::<String>(), "plugin change in the mesh");
+                }
+            }
+        });
+        let inboxes = Arc::new(Inboxes {
+            prefix,
+            next: AtomicU64::new(0),
+            routes,
+            _pump: AbortOnDrop(pump),
+            _lifecycle: AbortOnDrop(watcher),
+        });
         Ok(NatsBus { client, inboxes, security })
     }
 
@@ -300,6 +326,13 @@ impl Bus for NatsBus {
         };
         self.inboxes.routes.lock().insert(id, route);
         Ok(inbox.with_registration(Box::new(Unroute(self.inboxes.clone(), id))))
+    }
+
+    async fn announce(&self, node: &str, event: &serde_json::Value) {
+        let subject = format!("{LIFECYCLE_PREFIX}{node}");
+        if let Err(err) = self.client.publish(subject, event.to_string().into()).await {
+            tracing::warn!(%err, "could not announce a plugin change");
+        }
     }
 
     async fn broadcast(&self, task: Arc<Task>, inbox: &mut Inbox) -> Result<Option<usize>, BusError> {

@@ -236,6 +236,43 @@ impl PluginSet {
     }
 }
 
+/// What changed from `before` to `next`, as lifecycle events (JSON objects
+/// with `event`: `loaded`, `reloaded`, `unloaded` or `failed`).
+pub fn changes(before: &PluginSet, next: &PluginSet) -> Vec<serde_json::Value> {
+    let at_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+    let plugin_event = |event: &str, p: &LoadedPlugin| {
+        serde_json::json!({
+            "event": event,
+            "plugin": p.plugin.info.name,
+            "version": p.plugin.info.version,
+            "digest": p.plugin.digest,
+            "file": p.file,
+            "at_ms": at_ms,
+        })
+    };
+    let mut events = Vec::new();
+    for p in &next.loaded {
+        match before.get(&p.plugin.info.name) {
+            None => events.push(plugin_event("loaded", p)),
+            Some(old) if !Arc::ptr_eq(&old.plugin, &p.plugin) => events.push(plugin_event("reloaded", p)),
+            Some(_) => {}
+        }
+    }
+    for p in before.loaded.iter().filter(|p| next.get(&p.plugin.info.name).is_none()) {
+        events.push(plugin_event("unloaded", p));
+    }
+    for f in next.failed.iter().filter(|f| !before.failed.iter().any(|b| b.file == f.file && b.digest == f.digest)) {
+        events.push(serde_json::json!({
+            "event": "failed",
+            "file": f.file,
+            "digest": f.digest,
+            "error": f.error,
+            "at_ms": at_ms,
+        }));
+    }
+    events
+}
+
 /// The `.wasm` files of `dir`, sorted.
 fn wasm_files(dir: &Path) -> Result<Vec<PathBuf>, PluginDirError> {
     let meta = std::fs::metadata(dir).map_err(|e| match e.kind() {
