@@ -34,6 +34,21 @@ fn answered_by(outcome: &Outcome) -> anyhow::Result<String> {
     Ok(answer)
 }
 
+/// A dispatch whose task takes `ms` milliseconds, once its task is under
+/// way on the current version.
+async fn under_way(host: &Arc<Host>, ms: u64) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<Outcome>>> {
+    let slow = {
+        let host = host.clone();
+        tokio::spawn(async move { dispatch(&host, &ms.to_string()).await })
+    };
+    let until = Instant::now() + Duration::from_secs(5);
+    while !host.plugin_versions().iter().any(|v| v.in_flight == 1) {
+        anyhow::ensure!(Instant::now() < until, "the slow task never started");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(slow)
+}
+
 fn swap_file(dir: &PluginDir) -> std::path::PathBuf {
     dir.path().join("swap.wasm")
 }
@@ -93,15 +108,7 @@ async fn fifty_swaps_under_continuous_load_lose_no_dispatch() -> anyhow::Result<
 async fn a_task_under_way_finishes_on_the_version_it_started_with() -> anyhow::Result<()> {
     let (dir, host) = host_with_v1().await?;
     let host = Arc::new(host);
-    let slow = {
-        let host = host.clone();
-        tokio::spawn(async move { dispatch(&host, "600").await })
-    };
-    let until = Instant::now() + Duration::from_secs(5);
-    while !host.plugin_versions().iter().any(|v| v.in_flight == 1) {
-        anyhow::ensure!(Instant::now() < until, "the slow task never started");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let slow = under_way(&host, 600).await?;
     install(&dir, guests::SWAP_V2, "swap.wasm")?;
     host.reload().await?;
     assert_eq!(answered_by(&dispatch(&host, "").await?)?, "2.0.0");
@@ -120,12 +127,13 @@ async fn a_broken_file_never_replaces_a_working_version() -> anyhow::Result<()> 
     let (dir, host) = host_with_v1().await?;
     let file = swap_file(&dir);
     let core_module = b"\0asm\x01\0\0\0".to_vec();
-    let broken: [(&str, Vec<u8>); 5] = [
+    let broken: [(&str, Vec<u8>); 6] = [
         ("not wasm", b"#!/bin/sh\necho hello\n".to_vec()),
         ("a core module", core_module),
         ("half a component", std::fs::read(guests::SWAP_V2)?[..4000].to_vec()),
         ("the wrong world", std::fs::read(guests::WRONG_WORLD)?),
-        ("describe fails", std::fs::read(guests::BAD_DESCRIBE)?),
+        ("describe answers an invalid pattern", std::fs::read(guests::BAD_DESCRIBE)?),
+        ("describe traps", std::fs::read(guests::TRAP_DESCRIBE)?),
     ];
     for (what, bytes) in broken {
         std::fs::write(&file, &bytes)?;
@@ -158,10 +166,15 @@ async fn removal_unloads_and_a_rename_reloads_nothing() -> anyhow::Result<()> {
     assert_eq!(set.loaded[0].file, dir.path().join("renamed.wasm"));
     assert_eq!(answered_by(&dispatch(&host, "").await?)?, "1.0.0");
 
+    // Removed while a task is under way: unloaded, and the task finishes.
+    let host = Arc::new(host);
+    let slow = under_way(&host, 500).await?;
     std::fs::remove_file(dir.path().join("renamed.wasm"))?;
     host.reload().await?;
     assert!(host.plugins().loaded.is_empty());
     assert_eq!(dispatch(&host, "").await?.status, Status::NoInterest);
+    assert_eq!(answered_by(&slow.await??)?, "1.0.0");
+    assert!(host.plugin_versions().is_empty(), "freed with its last task");
     Ok(())
 }
 
