@@ -83,3 +83,26 @@ fn rebuild(names: &BTreeSet<String>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_change_rebuilds_the_plugins_it_concerns() -> anyhow::Result<()> {
+        let root = root();
+        let all: BTreeSet<String> = rust_plugins()?.into_iter().collect();
+        let one = all.iter().next().cloned().ok_or_else(|| anyhow::anyhow!("no plugin in plugins/"))?;
+        let concerned = |paths: &[&str]| affected(&root, &paths.iter().map(|p| root.join(p)).collect::<Vec<_>>());
+        assert_eq!(concerned(&[&format!("plugins/{one}/src/lib.rs")])?, BTreeSet::from([one.clone()]));
+        assert_eq!(concerned(&[&format!("plugins/{one}/Cargo.toml")])?, BTreeSet::from([one.clone()]));
+        assert_eq!(concerned(&["guest-sdk/src/lib.rs"])?, all);
+        assert_eq!(concerned(&["wit/worker.wit"])?, all);
+        assert_eq!(concerned(&["plugins/Cargo.toml"])?, all);
+        assert!(
+            concerned(&[&format!("plugins/{one}/target/debug/x"), "plugins/no-such-plugin/src/lib.rs"])?.is_empty()
+        );
+        assert!(concerned(&["/elsewhere/lib.rs", "README.md"])?.is_empty());
+        Ok(())
+    }
+}
