@@ -232,8 +232,9 @@ impl Host {
                 let bus =
                     bus::NatsBus::connect(&mesh.nats, &config.node_id, mesh.connect_timeout, security.clone()).await?;
                 let conn = ledger::connect_redis(&mesh.redis, mesh.connect_timeout).await?;
-                // A node (a host with a plugins folder, even an empty one
-                // for now) registers; a plugin-less client does not.
+                // A node (a host with a plugins folder, even an empty one:
+                // plugins may be dropped in later) registers; a plugin-less
+                // client does not.
                 let me = config.plugins.is_some().then(|| node_info(&config.node_id, security, &plugins));
                 let registry = Arc::new(ledger::RedisRegistry::start(conn.clone(), me, mesh.liveness).await);
                 security.set_registry(registry.clone());
