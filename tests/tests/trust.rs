@@ -4,7 +4,6 @@
 //! node whose key nobody trusts declares itself; none of it changes an
 //! outcome, and every rejection is counted.
 
-use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -22,6 +21,7 @@ struct Node {
     _process: Child,
     _dir: PluginDir,
     _keys: tempfile::TempDir,
+    id: String,
     public: String,
 }
 
@@ -35,12 +35,17 @@ fn node(nats: &Nats, redis: &Redis, id: &str, guests: &[&str]) -> anyhow::Result
     let (nats, redis) = (nats.url(), redis.url());
     let args = ["--nats", &nats, "--redis", &redis, "--liveness", "1s", "--key", key_arg, "--trust-mesh"];
     let (process, _url) = spawn_serve(EXE, dir.path(), id, &args)?;
-    Ok(Node { _process: process, _dir: dir, _keys: keys, public: key.public().to_string() })
+    Ok(Node { _process: process, _dir: dir, _keys: keys, id: id.to_owned(), public: key.public().to_string() })
 }
 
-/// A plugin-less dispatcher trusting only the keys in `trust_file`.
-async fn client(nats: &Nats, redis: &Redis, trust_file: &Path) -> anyhow::Result<Host> {
-    mesh_client_with(&nats.url(), &redis.url(), |mesh| mesh.trust = vec![trust_file.to_owned()]).await
+/// A plugin-less dispatcher trusting only the keys of `trusted`, each for
+/// its own node id, listed in a trust file (kept alive with the client).
+async fn client(nats: &Nats, redis: &Redis, trusted: &[&Node]) -> anyhow::Result<(Host, tempfile::NamedTempFile)> {
+    let file = tempfile::NamedTempFile::new()?;
+    let lines: String = trusted.iter().map(|n| format!("{} {}\n", n.public, n.id)).collect();
+    std::fs::write(file.path(), format!("# the trusted nodes\n{lines}"))?;
+    let host = mesh_client_with(&nats.url(), &redis.url(), |mesh| mesh.trust = vec![file.path().to_owned()]).await?;
+    Ok((host, file))
 }
 
 async fn converge(host: &Host, count: usize) -> anyhow::Result<()> {
@@ -69,9 +74,7 @@ async fn replayed_duplicated_tampered_forged_and_unsigned_replies_change_nothing
     let (nats, redis) = (Nats::start()?, Redis::start()?);
     let a = node(&nats, &redis, "a", &[guests::ECHO])?;
     let b = node(&nats, &redis, "b", &[guests::MISBEHAVE])?;
-    let trust = tempfile::NamedTempFile::new()?;
-    std::fs::write(trust.path(), format!("# the two nodes\n{} a\n{} b\n", a.public, b.public))?;
-    let client = client(&nats, &redis, trust.path()).await?;
+    let (client, _trust) = client(&nats, &redis, &[&a, &b]).await?;
     converge(&client, 2).await?;
 
     // The eavesdropper sees every reply (NATS without authorization).
@@ -161,9 +164,7 @@ async fn a_declaration_from_an_untrusted_node_holds_no_dispatch_hostage() -> any
     let (nats, redis) = (Nats::start()?, Redis::start()?);
     let a = node(&nats, &redis, "a", &[guests::ECHO])?;
     let _u = node(&nats, &redis, "u", &[guests::MISBEHAVE])?;
-    let trust = tempfile::NamedTempFile::new()?;
-    std::fs::write(trust.path(), format!("{} a\n", a.public))?;
-    let client = client(&nats, &redis, trust.path()).await?;
+    let (client, _trust) = client(&nats, &redis, &[&a]).await?;
     converge(&client, 2).await?;
 
     // Node u's misbehave declares after 50 ms, well inside the window; its
@@ -185,9 +186,7 @@ async fn a_declaration_from_an_untrusted_node_holds_no_dispatch_hostage() -> any
 async fn a_worker_done_on_its_first_poll_sends_one_envelope() -> anyhow::Result<()> {
     let (nats, redis) = (Nats::start()?, Redis::start()?);
     let a = node(&nats, &redis, "a", &[guests::ECHO, guests::MISBEHAVE])?;
-    let trust = tempfile::NamedTempFile::new()?;
-    std::fs::write(trust.path(), format!("{} a\n", a.public))?;
-    let client = client(&nats, &redis, trust.path()).await?;
+    let (client, _trust) = client(&nats, &redis, &[&a]).await?;
     converge(&client, 1).await?;
     let spy = async_nats::connect(nats.url()).await?;
     let mut replies = spy.subscribe("_INBOX.>").await?;
