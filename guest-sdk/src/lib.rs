@@ -32,7 +32,9 @@
 //! - [`Worker`], [`Task`], [`PluginInfo`]: the contract, re-exported from the
 //!   generated bindings under friendlier names;
 //! - [`Task::json`], [`Task::text`], [`json`]: typed payload helpers over serde;
-//! - [`log`]: write to the host's log (`trace` ... `error`).
+//! - [`log`]: write to the host's log (`trace` ... `error`);
+//! - [`dispatch`], [`dispatch_with`]: dispatch a sub-task from
+//!   [`Worker::handle`] and get its joined [`Outcome`].
 
 #[doc(hidden)]
 pub mod bindings {
@@ -50,6 +52,9 @@ pub mod bindings {
 }
 
 pub use bindings::Guest as Worker;
+pub use bindings::anocast::worker::dispatch::{
+    Error as DispatchError, Options as DispatchOptions, Outcome, Partial as SubPartial, Status,
+};
 pub use bindings::anocast::worker::types::{PluginInfo, Task};
 #[doc(hidden)]
 pub use wit_bindgen;
@@ -95,6 +100,62 @@ impl Task {
 /// Encodes `value` as JSON, ready to be returned from [`Worker::handle`].
 pub fn json<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, String> {
     serde_json::to_vec(value).map_err(|e| format!("could not encode the reply as JSON: {e}"))
+}
+
+/// Dispatches `payload` on `topic` as a sub-task of the task being handled,
+/// and waits for its joined outcome (host defaults for the options).
+///
+/// Only [`Worker::handle`] may dispatch. The sub-task's deadline falls a
+/// little before the current task's. A sub-task deeper than the host's
+/// limit, or on a topic already in the chain this task descends from (a
+/// cycle), is refused at once with a [`DispatchError`].
+///
+/// ```ignore
+/// fn handle(task: Task) -> Result<Vec<u8>, String> {
+///     let stock = anocast_sdk::dispatch("stock.reserve", &task.payload).map_err(|e| e.to_string())?;
+///     if !stock.all_ok() {
+///         return Err(format!("stock not reserved: {}", stock.status));
+///     }
+///     Ok(b"placed".to_vec())
+/// }
+/// ```
+pub fn dispatch(topic: &str, payload: &[u8]) -> Result<Outcome, DispatchError> {
+    dispatch_with(topic, payload, &DispatchOptions::default())
+}
+
+/// [`dispatch`], with options.
+pub fn dispatch_with(topic: &str, payload: &[u8], options: &DispatchOptions) -> Result<Outcome, DispatchError> {
+    bindings::anocast::worker::dispatch::dispatch(topic, payload, options)
+}
+
+impl Default for DispatchOptions {
+    /// Every setting left to the host.
+    fn default() -> Self {
+        DispatchOptions { grace_ms: None, timeout_ms: None, content_type: None }
+    }
+}
+
+impl Outcome {
+    /// Whether the outcome is complete and every partial is ok (at least one).
+    pub fn all_ok(&self) -> bool {
+        self.status == Status::Complete && !self.partials.is_empty() && self.partials.iter().all(|p| p.result.is_ok())
+    }
+
+    /// The payloads of the ok partials, in worker order.
+    pub fn payloads(&self) -> impl Iterator<Item = &[u8]> {
+        self.partials.iter().filter_map(|p| p.result.as_deref().ok())
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Status::Complete => "complete",
+            Status::NoInterest => "no_interest",
+            Status::Incomplete => "incomplete",
+            Status::TimedOut => "timed_out",
+        })
+    }
 }
 
 /// Writing to the host's log. Records are tagged by the host with the worker

@@ -58,7 +58,7 @@ pub use anocast_wire;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub use dispatch::{DispatchOptions, Dispatcher, Outcome, Status};
+pub use dispatch::{DispatchOptions, Dispatcher, NestingConfig, Outcome, Status};
 pub use plugins::PluginSet;
 pub use runtime::{Runtime, RuntimeConfig};
 pub use topic::{Pattern, Topic};
@@ -74,6 +74,8 @@ pub struct HostConfig {
     pub runtime: RuntimeConfig,
     /// Distributed mode: the NATS and Redis to join. `None`: embedded mode.
     pub mesh: Option<MeshConfig>,
+    /// Limits on sub-tasks dispatched by workers.
+    pub nesting: dispatch::NestingConfig,
 }
 
 impl Default for HostConfig {
@@ -83,6 +85,7 @@ impl Default for HostConfig {
             node_id: default_node_id(),
             runtime: RuntimeConfig::default(),
             mesh: None,
+            nesting: dispatch::NestingConfig::default(),
         }
     }
 }
@@ -242,16 +245,24 @@ impl Host {
             }
             _ => (Arc::new(bus::LocalBus::new()), Arc::new(ledger::MemoryLedger::new()), None),
         };
-        let node =
-            node::Node::start(&config.node_id, &plugins.plugins(), bus.clone(), ledger.clone(), security.clone())
-                .await?;
-        let mut dispatcher = Dispatcher::new(bus.clone(), ledger);
+        let mut dispatcher = Dispatcher::new(bus.clone(), ledger.clone());
         if let Some(registry) = &registry {
             dispatcher = dispatcher.with_registry(registry.clone());
         }
         if let Some(security) = &security {
             dispatcher = dispatcher.with_security(security.clone());
         }
+        anyhow::ensure!(config.nesting.max_depth <= 64, "the nesting depth limit must be at most 64");
+        let nesting = Arc::new(dispatch::Nesting::new(dispatcher.clone(), config.nesting));
+        let node = node::Node::start(
+            &config.node_id,
+            &plugins.plugins(),
+            bus.clone(),
+            ledger,
+            security.clone(),
+            Some(nesting),
+        )
+        .await?;
         Ok(Host {
             node,
             bus,

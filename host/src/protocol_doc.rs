@@ -144,8 +144,11 @@ fn every_vector_and_script_of_the_protocol_document_matches_the_implementation()
         payload: b"{}".to_vec(),
         content_type: "application/json".into(),
         deadline: UNIX_EPOCH + Duration::from_millis(TIMESTAMP_MS + 5000),
-        depth: 0,
-        ancestry: Vec::new(),
+        depth: 1,
+        ancestry: vec![crate::bus::Ancestor {
+            topic: Topic::parse("orders.placed").expect("topic"),
+            request_id: Arc::from("r-0"),
+        }],
         expected: vec!["echo".into(), "fraud-check".into()],
     };
     let documented: BTreeSet<(String, String)> = block("task-headers", "text")

@@ -49,6 +49,7 @@ async fn distributed(settings: Settings) -> anyhow::Result<()> {
         node_id: "bench-node".into(),
         runtime: RuntimeConfig::default(),
         mesh: Some(mesh.clone()),
+        nesting: Default::default(),
     })
     .await?;
     anyhow::ensure!(node.plugins().loaded.len() == 16, "failed: {:?}", node.plugins().failed);
@@ -57,6 +58,7 @@ async fn distributed(settings: Settings) -> anyhow::Result<()> {
         node_id: "bench-client".into(),
         runtime: RuntimeConfig::default(),
         mesh: Some(mesh),
+        nesting: Default::default(),
     })
     .await?;
     anyhow::ensure!(client.mesh_nodes().len() == 1, "the client does not see the node");

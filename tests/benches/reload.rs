@@ -29,6 +29,7 @@ fn config(dir: &PluginDir, cache: Option<&std::path::Path>) -> HostConfig {
         node_id: "bench".into(),
         runtime: RuntimeConfig { cache_dir: cache.map(|c| c.join("cache")), ..RuntimeConfig::default() },
         mesh: None,
+        nesting: Default::default(),
     }
 }
 

@@ -127,7 +127,7 @@ pub fn wit_task(topic: &str, payload: &[u8]) -> WitTask {
 /// The floor: one echo worker's task, called directly.
 pub async fn direct(plugin: &Plugin, task: &WitTask) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
-    let mut instance = plugin.instantiate(Arc::from("bench"), Arc::from("bench"), deadline).await?;
+    let mut instance = plugin.instantiate(Arc::from("bench"), Arc::from("bench"), deadline, None).await?;
     anyhow::ensure!(instance.interested(task).await?, "not interested");
     let reply = instance.handle(task).await?.map_err(anyhow::Error::msg)?;
     anyhow::ensure!(reply == task.payload, "wrong reply");

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anocast::{DispatchOptions, Host, HostConfig, RuntimeConfig};
+use anocast::{DispatchOptions, Host, HostConfig, NestingConfig, RuntimeConfig};
 
 pub mod bench;
 pub mod servers;
@@ -65,7 +65,13 @@ impl PluginDir {
 
 /// Starts an embedded host on `dir` with node id `test` and `runtime` limits.
 pub async fn start_host(dir: &PluginDir, runtime: RuntimeConfig) -> anyhow::Result<Host> {
-    Host::start(HostConfig { plugins: Some(dir.path().to_owned()), node_id: "test".into(), runtime, mesh: None }).await
+    start_host_with(dir, runtime, NestingConfig::default()).await
+}
+
+/// [`start_host`], with limits on nesting.
+pub async fn start_host_with(dir: &PluginDir, runtime: RuntimeConfig, nesting: NestingConfig) -> anyhow::Result<Host> {
+    let plugins = Some(dir.path().to_owned());
+    Host::start(HostConfig { plugins, node_id: "test".into(), runtime, mesh: None, nesting }).await
 }
 
 /// Dispatch options with the given grace and timeout, in milliseconds.
@@ -148,6 +154,7 @@ pub async fn mesh_client_with(
         node_id: "client".into(),
         runtime: RuntimeConfig::default(),
         mesh: Some(mesh),
+        nesting: Default::default(),
     })
     .await
 }

@@ -22,8 +22,9 @@ pub struct Task {
     pub deadline: SystemTime,
     /// Nesting depth: 0 for a task dispatched from outside.
     pub depth: u32,
-    /// Request ids of the tasks this one was dispatched from, oldest first.
-    pub ancestry: Vec<String>,
+    /// The tasks this one was dispatched from, oldest first (as many as
+    /// `depth`).
+    pub ancestry: Vec<Ancestor>,
     /// The receiving groups (plugin names) the dispatcher expects to answer
     /// (empty: unknown). The answer of the last of them closes the interest
     /// window in the ledger, sparing the dispatcher a round trip. A group
@@ -50,6 +51,15 @@ impl Task {
     pub fn interest_key(&self) -> String {
         format!("{}-{}", self.topic, self.request_id)
     }
+}
+
+/// A task that another descends from (nested dispatch).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ancestor {
+    /// Its topic.
+    pub topic: Topic,
+    /// Its request id.
+    pub request_id: Arc<str>,
 }
 
 /// A worker as a dispatch sees it: a plugin on a node.

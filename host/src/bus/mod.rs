@@ -25,7 +25,7 @@ use futures::stream::FuturesUnordered;
 use tokio::sync::mpsc;
 
 pub use local::LocalBus;
-pub use message::{Interest, Partial, Reply, Task, WorkerId};
+pub use message::{Ancestor, Interest, Partial, Reply, Task, WorkerId};
 pub use nats::NatsBus;
 
 use crate::topic::Pattern;

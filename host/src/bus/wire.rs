@@ -3,7 +3,7 @@
 //!
 //! | message | subject | headers |
 //! |---|---|---|
-//! | task | `anocast.task.<topic>`, reply subject = the dispatcher's inbox | `Anocast-Request-Id`, `Anocast-Deadline` (Unix ms), `Anocast-Depth`, `Anocast-Ancestry` (comma-separated request ids), `Content-Type`, `Anocast-Expected` (comma-separated plugin groups, optional) |
+//! | task | `anocast.task.<topic>`, reply subject = the dispatcher's inbox | `Anocast-Request-Id`, `Anocast-Deadline` (Unix ms), `Anocast-Depth`, `Anocast-Ancestry` (comma-separated request ids), `Anocast-Ancestry-Topics` (their topics), `Content-Type`, `Anocast-Expected` (comma-separated plugin groups, optional) |
 //! | reply | the inbox | none: the body is a signed envelope (`anocast_wire::envelope`) |
 //!
 //! Decoding is strict: a message missing a header or carrying a malformed
@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_nats::HeaderMap;
 use bytes::Bytes;
 
-use super::Task;
+use super::{Ancestor, Task};
 use crate::topic::Topic;
 
 /// Prefix of every task subject.
@@ -26,6 +26,7 @@ const REQUEST_ID: &str = "Anocast-Request-Id";
 const DEADLINE: &str = "Anocast-Deadline";
 const DEPTH: &str = "Anocast-Depth";
 const ANCESTRY: &str = "Anocast-Ancestry";
+const ANCESTRY_TOPICS: &str = "Anocast-Ancestry-Topics";
 const CONTENT_TYPE: &str = "Content-Type";
 const EXPECTED: &str = "Anocast-Expected";
 
@@ -49,7 +50,10 @@ pub fn encode_task(task: &Task) -> (HeaderMap, Bytes) {
     headers.insert(REQUEST_ID, &*task.request_id);
     headers.insert(DEADLINE, unix_ms(task.deadline).to_string().as_str());
     headers.insert(DEPTH, task.depth.to_string().as_str());
-    headers.insert(ANCESTRY, task.ancestry.join(",").as_str());
+    let ids: Vec<&str> = task.ancestry.iter().map(|a| &*a.request_id).collect();
+    headers.insert(ANCESTRY, ids.join(",").as_str());
+    let topics: Vec<&str> = task.ancestry.iter().map(|a| a.topic.as_str()).collect();
+    headers.insert(ANCESTRY_TOPICS, topics.join(",").as_str());
     headers.insert(CONTENT_TYPE, task.content_type.as_str());
     if !task.expected.is_empty() {
         headers.insert(EXPECTED, task.expected.join(",").as_str());
@@ -63,13 +67,13 @@ pub fn decode_task(subject: &str, headers: Option<&HeaderMap>, body: &[u8]) -> R
         subject.strip_prefix(TASK_PREFIX).ok_or_else(|| WireError(format!("{subject} is not a task subject")))?;
     let topic = Topic::parse(topic).map_err(|e| WireError(e.to_string()))?;
     let request_id = header(headers, REQUEST_ID)?;
-    if request_id.is_empty() || request_id.len() > 128 || request_id.contains(',') {
-        return Err(WireError("bad request id".into()));
-    }
+    check_request_id(request_id)?;
     let deadline: u64 = header(headers, DEADLINE)?.parse().map_err(|_| WireError("bad deadline".into()))?;
     let depth: u32 = header(headers, DEPTH)?.parse().map_err(|_| WireError("bad depth".into()))?;
-    let ancestry = header(headers, ANCESTRY)?;
-    let ancestry = if ancestry.is_empty() { Vec::new() } else { ancestry.split(',').map(str::to_owned).collect() };
+    let ancestry = decode_ancestry(header(headers, ANCESTRY)?, header(headers, ANCESTRY_TOPICS)?)?;
+    if ancestry.len() != depth as usize {
+        return Err(WireError(format!("depth {depth} but {} ancestors", ancestry.len())));
+    }
     Ok(Task {
         topic,
         request_id: Arc::from(request_id),
@@ -91,6 +95,32 @@ pub fn decode_task(subject: &str, headers: Option<&HeaderMap>, body: &[u8]) -> R
     })
 }
 
+fn check_request_id(id: &str) -> Result<(), WireError> {
+    if id.is_empty() || id.len() > 128 || id.contains(',') {
+        return Err(WireError("bad request id".into()));
+    }
+    Ok(())
+}
+
+/// Pairs the ancestors' request ids with their topics.
+fn decode_ancestry(ids: &str, topics: &str) -> Result<Vec<Ancestor>, WireError> {
+    if ids.is_empty() && topics.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (ids, topics): (Vec<&str>, Vec<&str>) = (ids.split(',').collect(), topics.split(',').collect());
+    if ids.len() != topics.len() {
+        return Err(WireError(format!("{} ancestor ids but {} ancestor topics", ids.len(), topics.len())));
+    }
+    ids.into_iter()
+        .zip(topics)
+        .map(|(id, topic)| {
+            check_request_id(id)?;
+            let topic = Topic::parse(topic).map_err(|e| WireError(format!("ancestry: {e}")))?;
+            Ok(Ancestor { topic, request_id: Arc::from(id) })
+        })
+        .collect()
+}
+
 /// Unix milliseconds of `time`.
 pub fn unix_ms(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
@@ -108,7 +138,10 @@ mod tests {
             content_type: "application/json".into(),
             deadline: UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
             depth: 2,
-            ancestry: vec!["a".into(), "b".into()],
+            ancestry: vec![
+                Ancestor { topic: Topic::parse("orders.placed").expect("topic"), request_id: Arc::from("a") },
+                Ancestor { topic: Topic::parse("stock.reserve").expect("topic"), request_id: Arc::from("b") },
+            ],
             expected: vec!["echo".into(), "misbehave".into()],
         }
     }
@@ -124,17 +157,35 @@ mod tests {
         assert_eq!(decoded.content_type, original.content_type);
         assert_eq!(decoded.deadline, original.deadline);
         assert_eq!(decoded.depth, 2);
-        assert_eq!(decoded.ancestry, ["a", "b"]);
+        assert_eq!(decoded.ancestry, original.ancestry);
         assert_eq!(decoded.expected, ["echo", "misbehave"]);
     }
 
     #[test]
     fn malformed_messages_are_refused() {
-        let (mut headers, body) = encode_task(&task());
+        let (headers, body) = encode_task(&task());
         assert!(decode_task("anocast.task.a..b", Some(&headers), &body).is_err());
         assert!(decode_task("other.subject", Some(&headers), &body).is_err());
         assert!(decode_task("anocast.task.a", None, &body).is_err());
-        headers.insert(DEADLINE, "soon");
-        assert!(decode_task("anocast.task.a", Some(&headers), &body).is_err());
+        for (name, bad) in [
+            (DEADLINE, "soon"),
+            (DEPTH, "1"),
+            (ANCESTRY, "a"),
+            (ANCESTRY, "a,,b"),
+            (ANCESTRY_TOPICS, "orders.placed"),
+            (ANCESTRY_TOPICS, "orders.placed,stock..reserve"),
+        ] {
+            let (mut headers, body) = encode_task(&task());
+            headers.insert(name, bad);
+            let refused = decode_task("anocast.task.a", Some(&headers), &body);
+            assert!(refused.is_err(), "{name}: {bad} was accepted");
+        }
+        let mut without = HeaderMap::new();
+        for (name, values) in headers.iter().filter(|(name, _)| name.to_string() != ANCESTRY_TOPICS) {
+            for value in values {
+                without.insert(name.clone(), value.clone());
+            }
+        }
+        assert!(decode_task("anocast.task.a", Some(&without), &body).is_err(), "the ancestors' topics are required");
     }
 }

@@ -16,6 +16,8 @@
 //! memory_limit_mib = 64
 //! call_timeout = "10s"
 //! max_instances = 1000
+//! max_depth = 8
+//! nested_margin = "50ms"
 //! ```
 
 use std::net::SocketAddr;
@@ -43,6 +45,8 @@ pub struct FileConfig {
     pub memory_limit_mib: Option<u64>,
     pub call_timeout: Option<String>,
     pub max_instances: Option<u32>,
+    pub max_depth: Option<u32>,
+    pub nested_margin: Option<String>,
 }
 
 impl FileConfig {
@@ -58,6 +62,9 @@ impl FileConfig {
         }
         if let Some(n) = config.max_instances {
             anyhow::ensure!((1..=100_000).contains(&n), "{}: max_instances must be 1-100000", path.display());
+        }
+        if let Some(n) = config.max_depth {
+            anyhow::ensure!(n <= 64, "{}: max_depth must be 0-64", path.display());
         }
         Ok(config)
     }

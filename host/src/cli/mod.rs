@@ -20,7 +20,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 
-use crate::dispatch::{DispatchOptions, Status};
+use crate::dispatch::{DispatchOptions, NestingConfig, Status};
 use crate::ledger::Liveness;
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::{Host, HostConfig, MeshConfig, Topic};
@@ -100,7 +100,8 @@ enum PluginsCommand {
 struct ServeArgs {
     /// A TOML file with any of: plugins, http, node_id, nats, redis,
     /// liveness, key, data_dir, trust (a list), trust_mesh, memory_limit_mib,
-    /// call_timeout, max_instances. Flags and ANOCAST_* variables override it.
+    /// call_timeout, max_instances, max_depth, nested_margin. Flags and
+    /// ANOCAST_* variables override it.
     #[arg(long, env = "ANOCAST_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     /// The plugins folder: every `.wasm` in it is loaded.
@@ -232,6 +233,14 @@ struct LimitArgs {
     /// Plugin instances alive at once; tasks beyond wait for a slot [default: 1000].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
     max_instances: Option<u32>,
+    /// Deepest sub-task a worker may dispatch (a task from outside is at
+    /// depth 0); deeper ones are refused at once [default: 8].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=64))]
+    max_depth: Option<u32>,
+    /// How much sooner than its parent's a sub-task's deadline falls, to
+    /// leave the parent time to reply [default: 50ms].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    nested_margin: Option<Duration>,
 }
 
 impl LimitArgs {
@@ -245,6 +254,17 @@ impl LimitArgs {
             },
             max_instances: self.max_instances.or(file.max_instances).unwrap_or(defaults.max_instances),
             ..defaults
+        })
+    }
+
+    fn nesting(&self, file: &config::FileConfig) -> anyhow::Result<NestingConfig> {
+        let defaults = NestingConfig::default();
+        Ok(NestingConfig {
+            max_depth: self.max_depth.or(file.max_depth).unwrap_or(defaults.max_depth),
+            margin: match self.nested_margin {
+                Some(d) => d,
+                None => file.duration("nested_margin", file.nested_margin.as_deref())?.unwrap_or(defaults.margin),
+            },
         })
     }
 }
@@ -314,6 +334,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         node_id: format!("client-{}", std::process::id()),
                         runtime: RuntimeConfig { max_instances: 1, ..RuntimeConfig::default() },
                         mesh: Some(mesh),
+                        nesting: NestingConfig::default(),
                     })
                     .await?;
                     let outcome = host.dispatcher().dispatch(topic, payload, &options).await?;
@@ -471,7 +492,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| crate::trust::default_data_dir(&node_id));
     let mut runtime = args.limits.runtime(&file)?;
     runtime.cache_dir = Some(data_dir.join("cache"));
-    let config = HostConfig { plugins: Some(plugins), node_id, runtime, mesh };
+    let nesting = args.limits.nesting(&file)?;
+    let config = HostConfig { plugins: Some(plugins), node_id, runtime, mesh, nesting };
     let listener =
         tokio::net::TcpListener::bind(http).await.with_context(|| format!("cannot listen on {http} (--http)"))?;
     let host = Arc::new(start_host(config).await?);
@@ -518,6 +540,7 @@ async fn run_once(args: RunArgs) -> anyhow::Result<ExitCode> {
         node_id: "local".into(),
         runtime: args.limits.runtime(&config::FileConfig::default())?,
         mesh: None,
+        nesting: args.limits.nesting(&config::FileConfig::default())?,
     })
     .await?;
     let outcome = host.dispatcher().dispatch(topic, payload, &options).await?;

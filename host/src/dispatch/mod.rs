@@ -17,6 +17,7 @@
 //!    renewing its registration is moved to `missing` early; once nobody
 //!    else is awaited the outcome is `incomplete`.
 
+mod nested;
 mod outcome;
 
 use std::collections::HashSet;
@@ -25,9 +26,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::time::sleep_until;
 
+pub use nested::{NestError, Nesting, NestingConfig, Parent, SubOptions};
 pub use outcome::{Outcome, Status};
 
-use crate::bus::{Bus, Interest, Partial, Reply, Task};
+use crate::bus::{Ancestor, Bus, Interest, Partial, Reply, Task};
 use crate::ledger::{Ledger, Registry};
 use crate::topic::Topic;
 use crate::trust::{Security, SecurityStats};
@@ -105,12 +107,24 @@ impl Dispatcher {
     }
 
     /// Dispatches `payload` on `topic` and waits for the outcome.
-    #[tracing::instrument(level = "debug", skip(self, payload, options), fields(request_id))]
     pub async fn dispatch(
         &self,
         topic: Topic,
         payload: Vec<u8>,
         options: &DispatchOptions,
+    ) -> Result<Outcome, DispatchError> {
+        self.run(topic, payload, options, Vec::new()).await
+    }
+
+    /// Dispatches a task descending from `ancestry` (at depth
+    /// `ancestry.len()`); see [`Nesting`] for the checks made before.
+    #[tracing::instrument(level = "debug", skip(self, payload, options, ancestry), fields(request_id, depth = ancestry.len()))]
+    async fn run(
+        &self,
+        topic: Topic,
+        payload: Vec<u8>,
+        options: &DispatchOptions,
+        ancestry: Vec<Ancestor>,
     ) -> Result<Outcome, DispatchError> {
         if options.timeout.is_zero() || options.timeout > MAX_TIMEOUT {
             return Err(DispatchError::InvalidOptions(format!(
@@ -130,8 +144,8 @@ impl Dispatcher {
             payload,
             content_type: options.content_type.clone(),
             deadline: SystemTime::now() + options.timeout,
-            depth: 0,
-            ancestry: Vec::new(),
+            depth: ancestry.len() as u32,
+            ancestry,
             expected: expected.clone().unwrap_or_default(),
         });
         tracing::Span::current().record("request_id", &*task.request_id);

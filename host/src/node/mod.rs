@@ -32,6 +32,7 @@ use futures::FutureExt;
 use crate::bus::{
     Bus, BusError, Interest, Partial, Reply, ReplySink, ReplyTo, Subscription, Task, TaskReceiver, Work, WorkerId,
 };
+use crate::dispatch::{Nesting, Parent};
 use crate::ledger::Ledger;
 use crate::runtime::{CallError, Plugin, WitTask};
 use crate::topic::Pattern;
@@ -56,6 +57,8 @@ pub struct Node {
     bus: Arc<dyn Bus>,
     ledger: Arc<dyn Ledger>,
     security: Option<Arc<Security>>,
+    /// How workers dispatch sub-tasks.
+    nesting: Option<Arc<Nesting>>,
     served: parking_lot::Mutex<BTreeMap<String, Served>>,
     /// Serializes changes to `served` (each awaits the bus).
     changes: tokio::sync::Mutex<()>,
@@ -112,19 +115,22 @@ impl WorkerStats {
 impl Node {
     /// Subscribes every plugin to its topic patterns, in a queue group named
     /// after the plugin. With `security` (distributed mode), declarations are
-    /// signed with the node's key.
+    /// signed with the node's key. With `nesting`, workers may dispatch
+    /// sub-tasks from `handle`.
     pub async fn start(
         id: &str,
         plugins: &[Arc<Plugin>],
         bus: Arc<dyn Bus>,
         ledger: Arc<dyn Ledger>,
         security: Option<Arc<Security>>,
+        nesting: Option<Arc<Nesting>>,
     ) -> Result<Self, BusError> {
         let node = Node {
             id: id.to_owned(),
             bus,
             ledger,
             security,
+            nesting,
             served: Default::default(),
             changes: Default::default(),
             stats: Default::default(),
@@ -183,6 +189,7 @@ impl Node {
             signer,
             plugin,
             ledger: self.ledger.clone(),
+            nesting: self.nesting.clone(),
             stats,
             in_flight: AtomicUsize::new(0),
         })
@@ -231,6 +238,7 @@ struct Version {
     signer: Option<(Arc<Security>, anocast_wire::Worker)>,
     plugin: Arc<Plugin>,
     ledger: Arc<dyn Ledger>,
+    nesting: Option<Arc<Nesting>>,
     stats: Arc<WorkerStats>,
     /// Tasks under way on this version.
     in_flight: AtomicUsize,
@@ -278,13 +286,14 @@ impl Version {
             content_type: task.content_type.clone(),
             deadline_ms: remaining.as_millis() as u64,
             depth: task.depth,
-            ancestry: task.ancestry.clone(),
+            ancestry: task.ancestry.iter().map(|a| a.request_id.to_string()).collect(),
         };
         // The dispatcher owns the dispatch's deadline and reports a worker
         // still running then as missing; the instance is stopped a little
         // later, so that the two never race.
         let deadline = Instant::now() + remaining + DEADLINE_MARGIN;
-        let instance = self.plugin.instantiate(self.label.clone(), task.request_id.clone(), deadline).await;
+        let parent = self.nesting.as_ref().map(|nesting| Parent { nesting: nesting.clone(), task: task.clone() });
+        let instance = self.plugin.instantiate(self.label.clone(), task.request_id.clone(), deadline, parent).await;
         let mut instance = match instance {
             Ok(instance) => instance,
             Err(err) => return self.fail_before_declaring(&task, &*replies, "could not start", err).await,

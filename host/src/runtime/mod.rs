@@ -6,7 +6,9 @@
 //! - WASI p2 with no preopened directories, no sockets, no name lookup, no
 //!   environment variables and no arguments; stdout and stderr go to the
 //!   host's log ([`stdio`]);
-//! - the `anocast:worker/host` import (`log`).
+//! - the `anocast:worker/host` import (`log`);
+//! - from `handle`, the `anocast:worker/dispatch` import (nested dispatch,
+//!   see [`crate::dispatch::Nesting`]), for plugins built against 0.2.0.
 //!
 //! Limits, all on by default ([`RuntimeConfig`]): a per-call deadline enforced
 //! by epoch interruption (one ticker thread per engine) and by a timer around
@@ -33,6 +35,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 pub use bindings::{WitPluginInfo, WitTask};
 use limits::{DeadlineExceeded, Limiter};
 
+use crate::dispatch::{NestError, Outcome, Parent, Status, SubOptions};
 use crate::plugins::cache::CodeCache;
 use crate::topic::Pattern;
 
@@ -224,6 +227,9 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
         bindings::Worker::add_to_linker::<TaskState, HasSelf<TaskState>>(&mut linker, |s| s)
             .map_err(anyhow::Error::from)?;
+        // Plugins built against 0.1.0 import its `host` interface.
+        bindings::v1::anocast::worker::host::add_to_linker::<TaskState, HasSelf<TaskState>>(&mut linker, |s| s)
+            .map_err(anyhow::Error::from)?;
         let ticker = EpochTicker::start(&engine, config.epoch_tick);
         let slots = Arc::new(Semaphore::new(n as usize));
         let cache = match &config.cache_dir {
@@ -276,7 +282,7 @@ impl Runtime {
         let label: Arc<str> = Arc::from("loading");
         let deadline = Instant::now() + self.inner.config.call_timeout.min(Duration::from_secs(5));
         let mut instance =
-            plugin.instantiate(label, Arc::from("describe"), deadline).await.map_err(LoadError::Describe)?;
+            plugin.instantiate(label, Arc::from("describe"), deadline, None).await.map_err(LoadError::Describe)?;
         let info = instance.describe().await.map_err(LoadError::Describe)?;
         plugin.info = PluginInfo::validate(info)?;
         Ok(plugin)
@@ -350,12 +356,14 @@ impl std::fmt::Debug for Plugin {
 
 impl Plugin {
     /// Makes a fresh instance (its own store) for one task. `deadline` bounds
-    /// every call on it, together with the runtime's call timeout.
+    /// every call on it, together with the runtime's call timeout. With
+    /// `parent`, its `handle` may dispatch sub-tasks of that task.
     pub async fn instantiate(
         &self,
         worker: Arc<str>,
         request_id: Arc<str>,
         deadline: Instant,
+        parent: Option<Parent>,
     ) -> Result<Instance, CallError> {
         let rt = &self.runtime.inner;
         // The limit reported in errors: the call timeout, or what was left of
@@ -386,8 +394,17 @@ impl Plugin {
             .build();
         let mut table = ResourceTable::new();
         table.set_max_capacity(MAX_GUEST_RESOURCES);
-        let state =
-            TaskState { wasi, table, limiter: Limiter::new(rt.config.memory_limit), worker, request_id, stderr_tail };
+        let state = TaskState {
+            wasi,
+            table,
+            limiter: Limiter::new(rt.config.memory_limit),
+            worker,
+            request_id,
+            stderr_tail,
+            parent,
+            handling: false,
+            deadline,
+        };
         let mut store = Store::new(&rt.engine, state);
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(1);
@@ -434,6 +451,7 @@ impl Instance {
     /// Calls `handle(task)`: `Ok(Err(_))` is the guest's own error.
     pub async fn handle(&mut self, task: &WitTask) -> Result<Result<Vec<u8>, String>, CallError> {
         let Some(exports) = &self.worker else { return Err(not_initialised()) };
+        self.store.data_mut().handling = true;
         let result = tokio::time::timeout_at(self.deadline.into(), exports.call_handle(&mut self.store, task)).await;
         self.settle(result)
     }
@@ -477,6 +495,12 @@ pub struct TaskState {
     worker: Arc<str>,
     request_id: Arc<str>,
     stderr_tail: Arc<Mutex<String>>,
+    /// What sub-tasks descend from, when the instance runs a task.
+    parent: Option<Parent>,
+    /// Whether `handle` was called (sub-tasks may be dispatched only then).
+    handling: bool,
+    /// When the instance is stopped.
+    deadline: Instant,
 }
 
 impl WasiView for TaskState {
@@ -489,6 +513,64 @@ impl WasiView for TaskState {
 const MAX_LOG_RECORD: usize = 4096;
 
 impl bindings::TypesHost for TaskState {}
+
+impl bindings::HostV1 for TaskState {
+    fn log(&mut self, level: bindings::v1::anocast::worker::host::Level, message: String) {
+        bindings::Host::log(self, bindings::level_v1(level), message);
+    }
+}
+
+impl bindings::DispatchHost for TaskState {
+    async fn dispatch(
+        &mut self,
+        topic: String,
+        payload: Vec<u8>,
+        options: bindings::WitDispatchOptions,
+    ) -> Result<bindings::WitOutcome, bindings::WitDispatchError> {
+        let Some(parent) = self.parent.clone().filter(|_| self.handling) else {
+            return Err(bindings::WitDispatchError::Invalid("sub-tasks can be dispatched only from handle()".into()));
+        };
+        let options = SubOptions {
+            grace: options.grace_ms.map(Duration::from_millis),
+            timeout: options.timeout_ms.map(Duration::from_millis),
+            content_type: options.content_type,
+        };
+        tracing::debug!(worker = &*self.worker, request_id = &*self.request_id, topic, "dispatching a sub-task");
+        match parent.dispatch(self.deadline, topic, payload, options).await {
+            Ok(outcome) => Ok(wit_outcome(outcome)),
+            Err(err) => Err(wit_nest_error(err)),
+        }
+    }
+}
+
+fn wit_outcome(outcome: Outcome) -> bindings::WitOutcome {
+    bindings::WitOutcome {
+        request_id: outcome.request_id,
+        status: match outcome.status {
+            Status::Complete => bindings::WitStatus::Complete,
+            Status::NoInterest => bindings::WitStatus::NoInterest,
+            Status::Incomplete => bindings::WitStatus::Incomplete,
+            Status::TimedOut => bindings::WitStatus::TimedOut,
+        },
+        partials: outcome
+            .partials
+            .into_iter()
+            .map(|p| bindings::WitPartial { worker: p.worker.to_string(), result: p.result })
+            .collect(),
+        missing: outcome.missing,
+    }
+}
+
+fn wit_nest_error(err: NestError) -> bindings::WitDispatchError {
+    use bindings::WitDispatchError as E;
+    match err {
+        NestError::TooDeep(limit) => E::TooDeep(limit),
+        NestError::Cycle(chain) => E::Cycle(chain),
+        NestError::NoTimeLeft(_) => E::NoTimeLeft,
+        NestError::Invalid(why) => E::Invalid(why),
+        NestError::Failed(why) => E::Failed(why),
+    }
+}
 
 impl bindings::Host for TaskState {
     fn log(&mut self, level: bindings::Level, message: String) {

@@ -12,7 +12,9 @@
 //!   and the network (it should see nothing).
 //!
 //! `misbehave.not-interested` is declined; `misbehave.interested-trap`
-//! panics in `interested`. On `race.>` it takes 200 ms (or the number of
+//! panics in `interested`; `misbehave.dispatch-in-interested` tries to
+//! dispatch a sub-task from `interested` (the host refuses) and answers
+//! with the error it got. On `race.>` it takes 200 ms (or the number of
 //! milliseconds in the payload) to decide that it is interested, then
 //! answers "slow" (the fast `echo` answers the same topic).
 
@@ -44,6 +46,11 @@ impl Worker for Misbehave {
         match task.topic.as_str() {
             "misbehave.interested-trap" => panic!("cannot make up my mind"),
             "misbehave.not-interested" => false,
+            "misbehave.dispatch-in-interested" => {
+                let refused = anocast_sdk::dispatch("echo.from-interested", b"").err();
+                log::info(&format!("{refused:?}"));
+                refused.is_some()
+            }
             _ => true,
         }
     }
@@ -54,6 +61,7 @@ impl Worker for Misbehave {
         }
         match task.topic.rsplit('.').next().unwrap_or_default() {
             "ok" => Ok(b"fine".to_vec()),
+            "dispatch-in-interested" => Ok(b"refused".to_vec()),
             "fail" => Err("failed on purpose".into()),
             "echo" => Ok(task.payload),
             "trap" => panic!("boom on purpose"),

@@ -54,3 +54,63 @@ macro_rules! versioned_worker {
         anocast_sdk::export!(Versioned);
     };
 }
+
+/// Defines and exports a relay worker named `$name` on `$topic`, for the
+/// nested-dispatch tests; see [`relay`].
+#[macro_export]
+macro_rules! relay_worker {
+    ($name:literal, $topic:literal) => {
+        struct Relay;
+
+        impl anocast_sdk::Worker for Relay {
+            fn describe() -> anocast_sdk::PluginInfo {
+                anocast_sdk::PluginInfo::new($name, "1.0.0", &[$topic])
+            }
+
+            fn interested(_task: anocast_sdk::Task) -> bool {
+                true
+            }
+
+            fn handle(task: anocast_sdk::Task) -> Result<Vec<u8>, String> {
+                Ok($crate::relay($name, &task).into_bytes())
+            }
+        }
+
+        anocast_sdk::export!(Relay);
+    };
+}
+
+/// A relay's work. The payload is a comma-separated list of hops:
+///
+/// - none left: answer `NAME(depth D, ancestors A)`;
+/// - `sleep=MS` first: sleep that long, then answer as above;
+/// - a topic first: dispatch the rest of the list on it as a sub-task, and
+///   answer `NAME[STATUS: PAYLOADS]` with the sub-task's outcome (its ok
+///   payloads joined by `;`, its missing workers after `missing`), or
+///   `NAME refused: ERROR` when the sub-dispatch was refused.
+pub fn relay(name: &str, task: &anocast_sdk::Task) -> String {
+    let text = task.text();
+    let hops: Vec<&str> = text.split(',').map(str::trim).filter(|h| !h.is_empty()).collect();
+    let leaf = || format!("{name}(depth {}, ancestors {})", task.depth, task.ancestry.len());
+    match hops.split_first() {
+        None => leaf(),
+        Some((hop, _)) if hop.starts_with("sleep=") => {
+            let ms = hop["sleep=".len()..].parse().unwrap_or(0);
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+            leaf()
+        }
+        Some((topic, rest)) => match anocast_sdk::dispatch(topic, rest.join(",").as_bytes()) {
+            Ok(outcome) => {
+                let payloads: Vec<String> =
+                    outcome.payloads().map(|p| String::from_utf8_lossy(p).into_owned()).collect();
+                let mut text = format!("{name}[{}: {}", outcome.status, payloads.join(";"));
+                if !outcome.missing.is_empty() {
+                    text.push_str(&format!(" missing {}", outcome.missing.join(";")));
+                }
+                text.push(']');
+                text
+            }
+            Err(err) => format!("{name} refused: {err}"),
+        },
+    }
+}
