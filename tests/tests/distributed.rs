@@ -34,11 +34,18 @@ impl Mesh {
     /// Starts a node with `guests` and a one-second liveness, trusting the
     /// mesh's nodes, with its key in a data folder of its own.
     fn node(&self, id: &str, guests: &[&str]) -> anyhow::Result<Node> {
+        self.node_with(id, guests, &[])
+    }
+
+    /// [`Mesh::node`], with more flags.
+    fn node_with(&self, id: &str, guests: &[&str], extra: &[&str]) -> anyhow::Result<Node> {
         let dir = PluginDir::with(guests)?;
         let data = tempfile::tempdir()?;
         let (nats, redis) = (self.nats.url(), self.redis.url());
         let data_dir = data.path().to_str().context("utf-8 path")?;
-        let args = ["--nats", &nats, "--redis", &redis, "--liveness", "1s", "--trust-mesh", "--data-dir", data_dir];
+        let mut args =
+            vec!["--nats", &nats, "--redis", &redis, "--liveness", "1s", "--trust-mesh", "--data-dir", data_dir];
+        args.extend_from_slice(extra);
         let (process, url) = spawn_serve(EXE, dir.path(), id, &args)?;
         Ok(Node { process, url, dir, _data: data })
     }
@@ -88,6 +95,42 @@ async fn stats(url: &str, plugin: &str) -> anyhow::Result<Value> {
         .and_then(|ps| ps.iter().find(|p| p["name"] == plugin))
         .map(|p| p["stats"].clone())
         .with_context(|| format!("no plugin {plugin} at {url}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_of_sub_tasks_crosses_three_nodes() -> anyhow::Result<()> {
+    let mesh = Mesh::start()?;
+    let a = mesh.node("a", &[guests::RELAY_A])?;
+    let b = mesh.node("b", &[guests::RELAY_B])?;
+    // c refuses sub-tasks deeper than 2 (each node applies its own limit).
+    let c = mesh.node_with("c", &[guests::RELAY_C], &["--max-depth", "2"])?;
+    converge(&[&a, &b, &c], 3).await?;
+
+    // a -> b -> c, dispatched through the node that holds the last relay.
+    let outcome = http_dispatch(&c.url, "chain.a", "chain.b,chain.c").await?;
+    assert_eq!(outcome["status"], "complete", "{outcome}");
+    assert_eq!(workers(&outcome), ["a/relay-a@1.0.0"]);
+    assert_eq!(
+        outcome["partials"][0]["payload"],
+        "relay-a[complete: relay-b[complete: relay-c(depth 2, ancestors 2)]]"
+    );
+
+    // c, at depth 2, may not go back to chain.a: a cycle, refused on c.
+    let outcome = http_dispatch(&a.url, "chain.a", "chain.b,chain.c,chain.a").await?;
+    let reply = outcome["partials"][0]["payload"].as_str().unwrap_or_default();
+    assert!(
+        reply.starts_with("relay-a[complete: relay-b[complete: relay-c refused: ")
+            && reply.contains(r#"Cycle(["chain.a", "chain.b", "chain.c", "chain.a"])"#),
+        "{outcome}"
+    );
+
+    // c's limit: its worker, at depth 2, may not dispatch at depth 3.
+    let outcome = http_dispatch(&b.url, "chain.a", "chain.b,chain.c,other.topic").await?;
+    assert_eq!(
+        outcome["partials"][0]["payload"], "relay-a[complete: relay-b[complete: relay-c refused: Error::TooDeep(2)]]",
+        "{outcome}"
+    );
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,8 +6,8 @@
 //! its parent's with the parent appended. Before anything is broadcast the
 //! dispatcher checks, and refuses at once with a [`NestError`]:
 //!
-//! - the depth: at most [`NestingConfig::max_depth`] (default 8);
 //! - cycles: the sub-task's topic must not be the parent's or an ancestor's;
+//! - the depth: at most [`NestingConfig::max_depth`] (default 8);
 //! - time: the sub-task's deadline is the parent's (or, if sooner, the
 //!   moment the parent's instance is stopped) minus
 //!   [`NestingConfig::margin`], so that the parent has time to reply; it
@@ -100,15 +100,14 @@ impl Nesting {
         options: SubOptions,
     ) -> Result<Outcome, NestError> {
         let topic = Topic::parse(topic).map_err(|e| NestError::Invalid(e.to_string()))?;
-        let depth = parent.depth + 1;
-        if depth > self.config.max_depth {
-            return Err(NestError::TooDeep(self.config.max_depth));
-        }
         let mut ancestry = parent.ancestry.clone();
         ancestry.push(Ancestor { topic: parent.topic.clone(), request_id: parent.request_id.clone() });
         if ancestry.iter().any(|a| a.topic == topic) {
             let chain = ancestry.iter().map(|a| a.topic.to_string()).chain([topic.to_string()]).collect();
             return Err(NestError::Cycle(chain));
+        }
+        if ancestry.len() > self.config.max_depth as usize {
+            return Err(NestError::TooDeep(self.config.max_depth));
         }
         let left = parent
             .remaining()
