@@ -34,7 +34,9 @@
 //! - [`Task::json`], [`Task::text`], [`json`]: typed payload helpers over serde;
 //! - [`log`]: write to the host's log (`trace` ... `error`);
 //! - [`dispatch`], [`dispatch_with`]: dispatch a sub-task from
-//!   [`Worker::handle`] and get its joined [`Outcome`].
+//!   [`Worker::handle`] and get its joined [`Outcome`];
+//! - [`store`]: tentative side effects, applied when the dispatch commits
+//!   ([`Worker::settle`] hears of it).
 
 #[doc(hidden)]
 pub mod bindings {
@@ -51,7 +53,6 @@ pub mod bindings {
     });
 }
 
-pub use bindings::Guest as Worker;
 pub use bindings::anocast::worker::dispatch::{
     Error as DispatchError, Options as DispatchOptions, Outcome, Partial as SubPartial, Status,
 };
@@ -62,13 +63,48 @@ pub use wit_bindgen;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+/// A worker plugin: what it is, whether it wants a task, and the work.
+pub trait Worker {
+    /// Name, version and topic patterns. Called once when the plugin loads.
+    fn describe() -> PluginInfo;
+    /// Whether this worker wants the task. Keep it cheap: decide from the
+    /// payload alone.
+    fn interested(task: Task) -> bool;
+    /// Does the work: `Ok` bytes are the partial reply, `Err` an error
+    /// partial.
+    fn handle(task: Task) -> Result<Vec<u8>, String>;
+    /// Called when what `handle` staged in the [`store`] for `request_id`
+    /// was committed (`true`) or dropped (`false`). Nothing by default.
+    fn settle(request_id: String, committed: bool) {
+        let _ = (request_id, committed);
+    }
+}
+
 /// Exports a type implementing [`Worker`] as this component's worker.
 ///
 /// Call it once per plugin, at the crate root: `anocast_sdk::export!(MyWorker);`.
 #[macro_export]
 macro_rules! export {
     ($worker:ident) => {
-        $crate::bindings::__export_worker!($worker with_types_in $crate::bindings);
+        #[doc(hidden)]
+        pub struct __AnocastExport;
+
+        impl $crate::bindings::Guest for __AnocastExport {
+            fn describe() -> $crate::PluginInfo {
+                <$worker as $crate::Worker>::describe()
+            }
+            fn interested(task: $crate::Task) -> bool {
+                <$worker as $crate::Worker>::interested(task)
+            }
+            fn handle(task: $crate::Task) -> Result<Vec<u8>, String> {
+                <$worker as $crate::Worker>::handle(task)
+            }
+            fn settle(request_id: String, committed: bool) {
+                <$worker as $crate::Worker>::settle(request_id, committed)
+            }
+        }
+
+        $crate::bindings::__export_worker!(__AnocastExport with_types_in $crate::bindings);
     };
 }
 
@@ -155,6 +191,30 @@ impl std::fmt::Display for Status {
             Status::Incomplete => "incomplete",
             Status::TimedOut => "timed_out",
         })
+    }
+}
+
+/// Tentative side effects: a key-value store the host keeps for this
+/// plugin. Writes are staged by [`Worker::handle`] and applied only if the
+/// dispatch they belong to commits (see `wit/worker.wit`); reads see
+/// committed values only.
+pub mod store {
+    use crate::bindings::anocast::worker::store as host;
+
+    /// The committed value of `key`, if any; an error when the store
+    /// cannot be read.
+    pub fn get(key: &str) -> Result<Option<Vec<u8>>, String> {
+        host::get(key)
+    }
+
+    /// Stages `value` for `key` (keys 1-256 bytes, values at most 1 MiB).
+    pub fn set(key: &str, value: &[u8]) -> Result<(), String> {
+        host::stage_set(key, value)
+    }
+
+    /// Stages the removal of `key`.
+    pub fn delete(key: &str) -> Result<(), String> {
+        host::stage_delete(key)
     }
 }
 

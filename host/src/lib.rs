@@ -21,6 +21,7 @@
 //! - [`node`]: the worker side: receive, ask interest, declare, run, reply;
 //! - [`gateway`]: the HTTP API;
 //! - [`cli`]: the `anocast` command;
+//! - [`settle`]: tentative side effects, commit and abort, expiry;
 //! - [`topic`]: topic names and NATS-style patterns;
 //! - [`trust`]: node keys, trusted keys and what was rejected (distributed
 //!   mode; the signed formats are in the `anocast-wire` crate).
@@ -50,6 +51,7 @@ pub mod plugins;
 #[cfg(test)]
 mod protocol_doc;
 pub mod runtime;
+pub mod settle;
 pub mod topic;
 pub mod trust;
 
@@ -76,6 +78,8 @@ pub struct HostConfig {
     pub mesh: Option<MeshConfig>,
     /// Limits on sub-tasks dispatched by workers.
     pub nesting: dispatch::NestingConfig,
+    /// Staged writes: expiry, limits, retention.
+    pub settle: settle::SettleConfig,
 }
 
 impl Default for HostConfig {
@@ -86,6 +90,7 @@ impl Default for HostConfig {
             runtime: RuntimeConfig::default(),
             mesh: None,
             nesting: dispatch::NestingConfig::default(),
+            settle: settle::SettleConfig::default(),
         }
     }
 }
@@ -230,7 +235,9 @@ impl Host {
             Some(mesh) => Some(Arc::new(mesh.security(&config.node_id, config.plugins.is_some())?)),
             None => None,
         };
-        let (bus, ledger, registry): (Arc<dyn bus::Bus>, Arc<dyn ledger::Ledger>, _) = match (&config.mesh, &security) {
+        type Parts =
+            (Arc<dyn bus::Bus>, Arc<dyn ledger::Ledger>, Option<Arc<ledger::RedisRegistry>>, Arc<dyn settle::Store>);
+        let (bus, ledger, registry, store): Parts = match (&config.mesh, &security) {
             (Some(mesh), Some(security)) => {
                 let bus =
                     bus::NatsBus::connect(&mesh.nats, &config.node_id, mesh.connect_timeout, security.clone()).await?;
@@ -241,9 +248,15 @@ impl Host {
                 let me = config.plugins.is_some().then(|| node_info(&config.node_id, security, &plugins));
                 let registry = Arc::new(ledger::RedisRegistry::start(conn.clone(), me, mesh.liveness).await);
                 security.set_registry(registry.clone());
-                (Arc::new(bus), Arc::new(ledger::RedisLedger::new(conn)), Some(registry))
+                let store = Arc::new(settle::RedisStore::new(conn.clone(), config.settle.retention));
+                (Arc::new(bus), Arc::new(ledger::RedisLedger::new(conn)), Some(registry), store)
             }
-            _ => (Arc::new(bus::LocalBus::new()), Arc::new(ledger::MemoryLedger::new()), None),
+            _ => (
+                Arc::new(bus::LocalBus::new()),
+                Arc::new(ledger::MemoryLedger::new()),
+                None,
+                Arc::new(settle::MemoryStore::new()),
+            ),
         };
         let mut dispatcher = Dispatcher::new(bus.clone(), ledger.clone());
         if let Some(registry) = &registry {
@@ -261,6 +274,7 @@ impl Host {
             ledger,
             security.clone(),
             Some(nesting),
+            Arc::new(settle::Staging::new(store, config.settle)),
         )
         .await?;
         Ok(Host {
@@ -368,6 +382,11 @@ impl Host {
     /// What the plugin named `name` has done since start.
     pub fn stats(&self, name: &str) -> Option<Arc<node::WorkerStats>> {
         self.node.stats(name)
+    }
+
+    /// What this node's workers staged, and what became of it.
+    pub fn staging(&self) -> &Arc<settle::Staging> {
+        self.node.staging()
     }
 
     /// The runtime.

@@ -50,6 +50,7 @@ async fn distributed(settings: Settings) -> anyhow::Result<()> {
         runtime: RuntimeConfig::default(),
         mesh: Some(mesh.clone()),
         nesting: Default::default(),
+        settle: Default::default(),
     })
     .await?;
     anyhow::ensure!(node.plugins().loaded.len() == 16, "failed: {:?}", node.plugins().failed);
@@ -59,6 +60,7 @@ async fn distributed(settings: Settings) -> anyhow::Result<()> {
         runtime: RuntimeConfig::default(),
         mesh: Some(mesh),
         nesting: Default::default(),
+        settle: Default::default(),
     })
     .await?;
     anyhow::ensure!(client.mesh_nodes().len() == 1, "the client does not see the node");

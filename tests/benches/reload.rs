@@ -30,6 +30,7 @@ fn config(dir: &PluginDir, cache: Option<&std::path::Path>) -> HostConfig {
         runtime: RuntimeConfig { cache_dir: cache.map(|c| c.join("cache")), ..RuntimeConfig::default() },
         mesh: None,
         nesting: Default::default(),
+        settle: Default::default(),
     }
 }
 

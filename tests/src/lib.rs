@@ -71,7 +71,7 @@ pub async fn start_host(dir: &PluginDir, runtime: RuntimeConfig) -> anyhow::Resu
 /// [`start_host`], with limits on nesting.
 pub async fn start_host_with(dir: &PluginDir, runtime: RuntimeConfig, nesting: NestingConfig) -> anyhow::Result<Host> {
     let plugins = Some(dir.path().to_owned());
-    Host::start(HostConfig { plugins, node_id: "test".into(), runtime, mesh: None, nesting }).await
+    Host::start(HostConfig { plugins, node_id: "test".into(), runtime, nesting, ..HostConfig::default() }).await
 }
 
 /// Dispatch options with the given grace and timeout, in milliseconds.
@@ -155,6 +155,7 @@ pub async fn mesh_client_with(
         runtime: RuntimeConfig::default(),
         mesh: Some(mesh),
         nesting: Default::default(),
+        settle: Default::default(),
     })
     .await
 }

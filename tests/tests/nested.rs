@@ -144,12 +144,13 @@ async fn too_little_time_and_bad_topics_are_refused() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
-async fn only_handle_may_dispatch() -> anyhow::Result<()> {
+async fn only_handle_may_dispatch_or_stage() -> anyhow::Result<()> {
     let dir = PluginDir::with(&[guests::MISBEHAVE, guests::ECHO])?;
     let host = start_host(&dir, RuntimeConfig::default()).await?;
     let outcome =
         host.dispatcher().dispatch(topic("misbehave.dispatch-in-interested"), Vec::new(), &options(500, 5000)).await?;
-    // It is interested only if its dispatch was refused; echo never saw a task.
+    // It is interested only if its dispatch and its write were refused;
+    // echo never saw a task.
     assert_eq!(only_reply(&outcome)?, "refused");
     assert_eq!(host.stats("echo").expect("stats").received.load(std::sync::atomic::Ordering::Relaxed), 0);
     Ok(())

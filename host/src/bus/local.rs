@@ -10,7 +10,10 @@ use async_trait::async_trait;
 use parking_lot::RwLock;
 use tokio::sync::mpsc;
 
-use super::{Bus, BusError, Inbox, Reply, ReplySink, ReplyTo, Subscription, Task, TaskReceiver, WorkerId};
+use super::{
+    Bus, BusError, Inbox, Reply, ReplySink, ReplyTo, SettleReceiver, Subscription, Task, TaskReceiver, WorkerId,
+};
+use crate::settle::Decision;
 use crate::topic::Pattern;
 
 /// The embedded bus. Cheap to clone; clones share subscriptions.
@@ -22,6 +25,7 @@ pub struct LocalBus {
 #[derive(Default)]
 struct Inner {
     subs: RwLock<Vec<Sub>>,
+    settles: RwLock<Vec<(u64, Arc<dyn SettleReceiver>)>>,
     next_id: AtomicU64,
     round_robin: AtomicUsize,
 }
@@ -70,6 +74,7 @@ impl Drop for Unsubscribe {
     fn drop(&mut self) {
         if let Some(bus) = self.bus.upgrade() {
             bus.subs.write().retain(|s| s.id != self.id);
+            bus.settles.write().retain(|(id, _)| *id != self.id);
         }
     }
 }
@@ -111,6 +116,22 @@ impl Bus for LocalBus {
             tokio::spawn(work);
         }
         Ok(Some(delivered))
+    }
+
+    async fn publish_settle(&self, transaction: &str, decision: Decision) -> Result<(), BusError> {
+        let transaction: Arc<str> = Arc::from(transaction);
+        let works: Vec<_> =
+            self.inner.settles.read().iter().map(|(_, r)| r.settle(transaction.clone(), decision)).collect();
+        for work in works {
+            tokio::spawn(work);
+        }
+        Ok(())
+    }
+
+    async fn subscribe_settle(&self, receiver: Arc<dyn SettleReceiver>) -> Result<Subscription, BusError> {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        self.inner.settles.write().push((id, receiver));
+        Ok(Subscription::new(Box::new(Unsubscribe { bus: Arc::downgrade(&self.inner), id })))
     }
 
     async fn subscribe(

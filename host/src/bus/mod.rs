@@ -7,6 +7,9 @@
 //! group named after the plugin and answers through the [`ReplySink`] it is
 //! handed with each task.
 //!
+//! Settle decisions (commit or abort a transaction's staged writes, see
+//! [`crate::settle`]) reach every node that subscribes to them.
+//!
 //! [`LocalBus`] is the in-process implementation used in embedded mode,
 //! [`NatsBus`] the one of distributed mode.
 
@@ -28,6 +31,7 @@ pub use local::LocalBus;
 pub use message::{Ancestor, Interest, Partial, Reply, Task, WorkerId};
 pub use nats::NatsBus;
 
+use crate::settle::Decision;
 use crate::topic::Pattern;
 
 /// A bus failure (never a worker's failure: those travel as replies).
@@ -123,6 +127,13 @@ pub trait TaskReceiver: Send + Sync {
     fn receive(&self, task: Arc<Task>, reply_to: &dyn ReplyTo) -> Work;
 }
 
+/// What a node does with each settle decision it hears of.
+pub trait SettleReceiver: Send + Sync {
+    /// Takes the decision for `transaction` and returns the work of
+    /// applying it, which the bus runs.
+    fn settle(&self, transaction: Arc<str>, decision: Decision) -> Work;
+}
+
 /// A subscription; dropping it unsubscribes.
 pub struct Subscription {
     _registration: Box<dyn Send + Sync>,
@@ -152,6 +163,14 @@ pub trait Bus: Send + Sync + 'static {
     async fn announce(&self, node: &str, event: &serde_json::Value) {
         let _ = (node, event);
     }
+
+    /// Tells every node the decision for `transaction` (the request id of a
+    /// dispatch from outside), so that each settles what its workers
+    /// staged.
+    async fn publish_settle(&self, transaction: &str, decision: Decision) -> Result<(), BusError>;
+
+    /// Subscribes `receiver` to every settle decision.
+    async fn subscribe_settle(&self, receiver: Arc<dyn SettleReceiver>) -> Result<Subscription, BusError>;
 
     /// Subscribes `receiver` to `patterns` in the queue group `group` (a
     /// plugin's name): each task reaches one member of each group.

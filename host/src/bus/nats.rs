@@ -30,8 +30,12 @@ use async_trait::async_trait;
 use futures::{FutureExt, StreamExt};
 use rustc_hash::FxHashSet;
 
-use super::wire::{decode_task, encode_task, task_subject, unix_ms};
-use super::{Bus, BusError, Inbox, Partial, Reply, ReplySink, ReplyTo, Subscription, Task, TaskReceiver, WorkerId};
+use super::wire::{SETTLE_SUBJECT, decode_settle, decode_task, encode_settle, encode_task, task_subject, unix_ms};
+use super::{
+    Bus, BusError, Inbox, Partial, Reply, ReplySink, ReplyTo, SettleReceiver, Subscription, Task, TaskReceiver,
+    WorkerId,
+};
+use crate::settle::Decision;
 use crate::topic::Pattern;
 use crate::trust::{Security, SecurityStats};
 
@@ -342,6 +346,33 @@ impl Bus for NatsBus {
             .await
             .map_err(|e| BusError(format!("cannot publish the task: {e}")))?;
         Ok(None)
+    }
+
+    async fn publish_settle(&self, transaction: &str, decision: Decision) -> Result<(), BusError> {
+        self.client
+            .publish_with_headers(SETTLE_SUBJECT, encode_settle(transaction, decision), bytes::Bytes::new())
+            .await
+            .map_err(|e| BusError(format!("cannot publish the settle decision: {e}")))
+    }
+
+    async fn subscribe_settle(&self, receiver: Arc<dyn SettleReceiver>) -> Result<Subscription, BusError> {
+        let mut subscriber = self
+            .client
+            .subscribe(SETTLE_SUBJECT)
+            .await
+            .map_err(|e| BusError(format!("cannot subscribe to settle decisions: {e}")))?;
+        let pump = tokio::spawn(async move {
+            while let Some(message) = subscriber.next().await {
+                match decode_settle(message.headers.as_ref()) {
+                    Ok((transaction, decision)) => {
+                        tokio::spawn(receiver.settle(transaction, decision));
+                    }
+                    Err(err) => tracing::warn!(%err, "ignored a settle message"),
+                }
+            }
+        });
+        self.client.flush().await.map_err(|e| BusError(format!("cannot flush subscriptions: {e}")))?;
+        Ok(Subscription::new(Box::new(AbortOnDrop(pump))))
     }
 
     async fn subscribe(

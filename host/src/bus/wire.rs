@@ -5,6 +5,7 @@
 //! |---|---|---|
 //! | task | `anocast.task.<topic>`, reply subject = the dispatcher's inbox | `Anocast-Request-Id`, `Anocast-Deadline` (Unix ms), `Anocast-Depth`, `Anocast-Ancestry` (comma-separated request ids), `Anocast-Ancestry-Topics` (their topics), `Content-Type`, `Anocast-Expected` (comma-separated plugin groups, optional) |
 //! | reply | the inbox | none: the body is a signed envelope (`anocast_wire::envelope`) |
+//! | settle | `anocast.settle` | `Anocast-Request-Id` (the transaction), `Anocast-Decision` (`commit` or `abort`); empty body |
 //!
 //! Decoding is strict: a message missing a header or carrying a malformed
 //! one is refused with a reason, never half-read. `docs/protocol.md` has
@@ -17,7 +18,29 @@ use async_nats::HeaderMap;
 use bytes::Bytes;
 
 use super::{Ancestor, Task};
+use crate::settle::Decision;
 use crate::topic::Topic;
+
+/// The subject of settle decisions.
+pub const SETTLE_SUBJECT: &str = "anocast.settle";
+const DECISION: &str = "Anocast-Decision";
+
+/// Headers of a settle decision.
+pub fn encode_settle(transaction: &str, decision: Decision) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(REQUEST_ID, transaction);
+    headers.insert(DECISION, decision.as_str());
+    headers
+}
+
+/// Reads a settle decision.
+pub fn decode_settle(headers: Option<&HeaderMap>) -> Result<(Arc<str>, Decision), WireError> {
+    let transaction = header(headers, REQUEST_ID)?;
+    check_request_id(transaction)?;
+    let decision = header(headers, DECISION)?;
+    let decision = Decision::parse(decision).ok_or_else(|| WireError(format!("bad decision {decision:?}")))?;
+    Ok((Arc::from(transaction), decision))
+}
 
 /// Prefix of every task subject.
 pub const TASK_PREFIX: &str = "anocast.task.";
@@ -159,6 +182,20 @@ mod tests {
         assert_eq!(decoded.depth, 2);
         assert_eq!(decoded.ancestry, original.ancestry);
         assert_eq!(decoded.expected, ["echo", "misbehave"]);
+    }
+
+    #[test]
+    fn settle_decisions_round_trip_and_bad_ones_are_refused() {
+        let headers = encode_settle("r-1", Decision::Commit);
+        assert_eq!(decode_settle(Some(&headers)), Ok((Arc::from("r-1"), Decision::Commit)));
+        let headers = encode_settle("r-1", Decision::Abort);
+        assert_eq!(decode_settle(Some(&headers)), Ok((Arc::from("r-1"), Decision::Abort)));
+        for (name, bad) in [(DECISION, "maybe"), (REQUEST_ID, ""), (REQUEST_ID, "a,b")] {
+            let mut headers = encode_settle("r-1", Decision::Commit);
+            headers.insert(name, bad);
+            assert!(decode_settle(Some(&headers)).is_err(), "{name}: {bad:?} was accepted");
+        }
+        assert!(decode_settle(None).is_err());
     }
 
     #[test]

@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use crate::Topic;
 use crate::dispatch::DispatchOptions;
+use crate::settle::Decision;
 
 /// A running node's HTTP API.
 pub struct Client {
@@ -36,7 +37,8 @@ impl Client {
         let mut url = self.url(&format!("v1/dispatch/{topic}"))?;
         url.query_pairs_mut()
             .append_pair("timeout_ms", &options.timeout.as_millis().to_string())
-            .append_pair("grace_ms", &options.grace.as_millis().to_string());
+            .append_pair("grace_ms", &options.grace.as_millis().to_string())
+            .append_pair("settle", options.settle.as_str());
         let request = self
             .http
             .post(url)
@@ -50,6 +52,17 @@ impl Client {
     /// The node's plugin list.
     pub async fn plugins(&self) -> anyhow::Result<Value> {
         self.send(self.http.get(self.url("v1/plugins")?).timeout(Duration::from_secs(10))).await
+    }
+
+    /// Publishes a decision for a dispatch's staged writes, through the node.
+    pub async fn settle(&self, request_id: &str, decision: Decision) -> anyhow::Result<Value> {
+        let mut url = self.url("v1/settle/")?;
+        url.path_segments_mut()
+            .map_err(|()| anyhow::anyhow!("the node URL cannot take a path"))?
+            .pop_if_empty()
+            .push(request_id)
+            .push(decision.as_str());
+        self.send(self.http.post(url).timeout(Duration::from_secs(10))).await
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {

@@ -18,6 +18,8 @@
 //! max_instances = 1000
 //! max_depth = 8
 //! nested_margin = "50ms"
+//! stage_expiry = "30s"
+//! store_retention = "7days"
 //! ```
 
 use std::net::SocketAddr;
@@ -47,6 +49,8 @@ pub struct FileConfig {
     pub max_instances: Option<u32>,
     pub max_depth: Option<u32>,
     pub nested_margin: Option<String>,
+    pub stage_expiry: Option<String>,
+    pub store_retention: Option<String>,
 }
 
 impl FileConfig {

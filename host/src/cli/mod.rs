@@ -23,6 +23,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::dispatch::{DispatchOptions, NestingConfig, Status};
 use crate::ledger::Liveness;
 use crate::runtime::{Runtime, RuntimeConfig};
+use crate::settle::{Decision, SettleConfig, SettlePolicy};
 use crate::{Host, HostConfig, MeshConfig, Topic};
 
 const AFTER_HELP: &str = "\
@@ -58,9 +59,23 @@ enum Command {
     /// List or check plugins.
     #[command(subcommand)]
     Plugins(PluginsCommand),
+    /// Commit or abort the writes the workers of a dispatch staged (for a
+    /// dispatch made with --settle manual), through a running node.
+    Settle(SettleArgs),
     /// Make a node signing key: writes FILE (PKCS#8 PEM, owner-only) and
     /// FILE.pub, and prints the public key, to list in other nodes' --trust.
     Keygen(KeygenArgs),
+}
+
+#[derive(Debug, Args)]
+struct SettleArgs {
+    /// The dispatch's request id (the outcome's `request_id`).
+    request_id: String,
+    /// `commit` applies the staged writes on every node; `abort` drops them.
+    #[arg(value_parser = ["commit", "abort"])]
+    decision: String,
+    #[command(flatten)]
+    node: NodeUrl,
 }
 
 #[derive(Debug, Args)]
@@ -100,8 +115,8 @@ enum PluginsCommand {
 struct ServeArgs {
     /// A TOML file with any of: plugins, http, node_id, nats, redis,
     /// liveness, key, data_dir, trust (a list), trust_mesh, memory_limit_mib,
-    /// call_timeout, max_instances, max_depth, nested_margin. Flags and
-    /// ANOCAST_* variables override it.
+    /// call_timeout, max_instances, max_depth, nested_margin, stage_expiry,
+    /// store_retention. Flags and ANOCAST_* variables override it.
     #[arg(long, env = "ANOCAST_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     /// The plugins folder: every `.wasm` in it is loaded.
@@ -220,6 +235,11 @@ struct TaskArgs {
     /// JSON, text/plain for other text, application/octet-stream otherwise).
     #[arg(long, value_name = "TYPE")]
     content_type: Option<String>,
+    /// What to do with the writes the workers staged, once the outcome is
+    /// known: all-ok (commit when every partial is ok, else abort), commit,
+    /// abort, or manual (leave them for `anocast settle`, or to expire).
+    #[arg(long, value_name = "POLICY", default_value = "all-ok", value_parser = SettlePolicy::parse)]
+    settle: SettlePolicy,
 }
 
 #[derive(Debug, Args)]
@@ -241,6 +261,14 @@ struct LimitArgs {
     /// leave the parent time to reply [default: 50ms].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     nested_margin: Option<Duration>,
+    /// How long writes a worker staged wait for their commit or abort after
+    /// their task's deadline, before they are dropped [default: 30s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    stage_expiry: Option<Duration>,
+    /// Distributed mode: how long a committed value stays in Redis after
+    /// its last write [default: 7days].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    store_retention: Option<Duration>,
 }
 
 impl LimitArgs {
@@ -253,6 +281,24 @@ impl LimitArgs {
                 None => file.duration("call_timeout", file.call_timeout.as_deref())?.unwrap_or(defaults.call_timeout),
             },
             max_instances: self.max_instances.or(file.max_instances).unwrap_or(defaults.max_instances),
+            ..defaults
+        })
+    }
+
+    fn settle(&self, file: &config::FileConfig) -> anyhow::Result<SettleConfig> {
+        let defaults = SettleConfig::default();
+        let pick = |flag: Option<Duration>, key: &str, value: Option<&str>, default: Duration| match flag {
+            Some(d) => Ok(d),
+            None => file.duration(key, value).map(|d| d.unwrap_or(default)),
+        };
+        Ok(SettleConfig {
+            expiry: pick(self.stage_expiry, "stage_expiry", file.stage_expiry.as_deref(), defaults.expiry)?,
+            retention: pick(
+                self.store_retention,
+                "store_retention",
+                file.store_retention.as_deref(),
+                defaults.retention,
+            )?,
             ..defaults
         })
     }
@@ -335,6 +381,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         runtime: RuntimeConfig { max_instances: 1, ..RuntimeConfig::default() },
                         mesh: Some(mesh),
                         nesting: NestingConfig::default(),
+                        settle: SettleConfig::default(),
                     })
                     .await?;
                     let outcome = host.dispatcher().dispatch(topic, payload, &options).await?;
@@ -358,6 +405,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Plugins(PluginsCommand::Check { file }) => check(&file).await.map(|()| ExitCode::SUCCESS),
+        Command::Settle(args) => {
+            let decision = Decision::parse(&args.decision).context("the decision must be commit or abort")?;
+            let answer = client::Client::new(&args.node.url)?.settle(&args.request_id, decision).await?;
+            println!("{}", serde_json::to_string_pretty(&answer)?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Keygen(args) => {
             if let Some(id) = &args.node_id {
                 crate::validate_node_id(id)?;
@@ -406,7 +459,11 @@ impl TaskArgs {
         };
         let content_type = self.content_type.clone().unwrap_or_else(|| guess_content_type(&payload).to_owned());
         anyhow::ensure!(self.timeout <= crate::dispatch::MAX_TIMEOUT, "--timeout may be at most 1h");
-        Ok((topic, payload, DispatchOptions { grace: self.grace, timeout: self.timeout, content_type }))
+        Ok((
+            topic,
+            payload,
+            DispatchOptions { grace: self.grace, timeout: self.timeout, content_type, settle: self.settle },
+        ))
     }
 }
 
@@ -493,7 +550,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut runtime = args.limits.runtime(&file)?;
     runtime.cache_dir = Some(data_dir.join("cache"));
     let nesting = args.limits.nesting(&file)?;
-    let config = HostConfig { plugins: Some(plugins), node_id, runtime, mesh, nesting };
+    let settle = args.limits.settle(&file)?;
+    let config = HostConfig { plugins: Some(plugins), node_id, runtime, mesh, nesting, settle };
     let listener =
         tokio::net::TcpListener::bind(http).await.with_context(|| format!("cannot listen on {http} (--http)"))?;
     let host = Arc::new(start_host(config).await?);
@@ -541,6 +599,7 @@ async fn run_once(args: RunArgs) -> anyhow::Result<ExitCode> {
         runtime: args.limits.runtime(&config::FileConfig::default())?,
         mesh: None,
         nesting: args.limits.nesting(&config::FileConfig::default())?,
+        settle: args.limits.settle(&config::FileConfig::default())?,
     })
     .await?;
     let outcome = host.dispatcher().dispatch(topic, payload, &options).await?;

@@ -31,6 +31,7 @@ pub use outcome::{Outcome, Status};
 
 use crate::bus::{Ancestor, Bus, Interest, Partial, Reply, Task};
 use crate::ledger::{Ledger, Registry};
+use crate::settle::{Decision, SettlePolicy};
 use crate::topic::Topic;
 use crate::trust::{Security, SecurityStats};
 
@@ -50,6 +51,9 @@ pub struct DispatchOptions {
     pub timeout: Duration,
     /// MIME type of the payload (default `application/octet-stream`).
     pub content_type: String,
+    /// How to settle what the workers staged (default: commit when every
+    /// partial is ok). Sub-tasks' writes follow their root dispatch's.
+    pub settle: SettlePolicy,
 }
 
 impl Default for DispatchOptions {
@@ -58,6 +62,7 @@ impl Default for DispatchOptions {
             grace: Duration::from_millis(500),
             timeout: Duration::from_secs(30),
             content_type: "application/octet-stream".into(),
+            settle: SettlePolicy::default(),
         }
     }
 }
@@ -220,6 +225,15 @@ impl Dispatcher {
         partials.sort_by(|a, b| a.worker.cmp(&b.worker));
         let mut untrusted = std::mem::take(&mut gather.untrusted);
         untrusted.sort();
+        // A dispatch from outside settles its transaction, which its
+        // sub-tasks' writes belong to.
+        let settle = match task.depth {
+            0 => options.settle.decide(status == Status::Complete, partials.iter().map(|p| p.result.is_ok())),
+            _ => None,
+        };
+        if let Some(decision) = settle {
+            self.settle(&task.request_id, decision).await;
+        }
         Ok(Outcome {
             request_id: task.request_id.to_string(),
             topic: task.topic.to_string(),
@@ -227,8 +241,21 @@ impl Dispatcher {
             partials,
             missing,
             untrusted,
+            settle,
             elapsed: started.elapsed(),
         })
+    }
+}
+
+impl Dispatcher {
+    /// Publishes `decision` for the writes staged for `transaction` (a
+    /// dispatch from outside's request id): every node applies or drops
+    /// its workers' writes, once. A failure to publish is logged: the
+    /// writes then expire, as after an abort.
+    pub async fn settle(&self, transaction: &str, decision: Decision) {
+        if let Err(err) = self.bus.publish_settle(transaction, decision).await {
+            tracing::warn!(%err, transaction, "could not publish the settle decision; the staged writes will expire");
+        }
     }
 }
 

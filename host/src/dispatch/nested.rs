@@ -132,7 +132,10 @@ impl Nesting {
                 "the content type must be 1-{MAX_CONTENT_TYPE} printable ASCII characters"
             )));
         }
-        let options = DispatchOptions { grace: options.grace.unwrap_or(defaults.grace), timeout, content_type };
+        // A sub-task's writes are settled with its root's (`settle` is not
+        // consulted below depth 0).
+        let options =
+            DispatchOptions { grace: options.grace.unwrap_or(defaults.grace), timeout, content_type, ..defaults };
         match self.dispatcher.run(topic, payload, &options, ancestry).await {
             Ok(outcome) => Ok(outcome),
             Err(DispatchError::InvalidOptions(why)) => Err(NestError::Invalid(why)),

@@ -4,8 +4,12 @@
 //! ```json
 //! {"request_id": "...", "topic": "text.analyze", "status": "complete",
 //!  "partials": [{"worker": "node/plugin@1.0.0", "ok": true, "payload": {...}, "error": null}],
-//!  "missing": [], "untrusted": [], "elapsed_ms": 3}
+//!  "missing": [], "untrusted": [], "settle": "commit", "elapsed_ms": 3}
 //! ```
+//!
+//! `settle` is the decision published for the writes the workers staged
+//! (`commit` or `abort`), or `null` when none was (a sub-task, or the
+//! `manual` policy).
 //!
 //! `payload` is the worker's bytes as a JSON value when they are JSON, and as
 //! a string (lossy UTF-8) otherwise.
@@ -61,6 +65,8 @@ pub struct Outcome {
     /// Interest list entries ignored because no trusted key signed them for
     /// this dispatch (distributed mode).
     pub untrusted: Vec<String>,
+    /// The decision published for the staged writes, if any.
+    pub settle: Option<crate::settle::Decision>,
     /// Time from dispatch to outcome.
     pub elapsed: Duration,
 }
@@ -74,13 +80,14 @@ impl Outcome {
 
 impl Serialize for Outcome {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut s = serializer.serialize_struct("Outcome", 7)?;
+        let mut s = serializer.serialize_struct("Outcome", 8)?;
         s.serialize_field("request_id", &self.request_id)?;
         s.serialize_field("topic", &self.topic)?;
         s.serialize_field("status", &self.status)?;
         s.serialize_field("partials", &self.partials.iter().map(PartialJson).collect::<Vec<_>>())?;
         s.serialize_field("missing", &self.missing)?;
         s.serialize_field("untrusted", &self.untrusted)?;
+        s.serialize_field("settle", &self.settle)?;
         s.serialize_field("elapsed_ms", &(self.elapsed.as_millis() as u64))?;
         s.end()
     }
@@ -133,6 +140,7 @@ mod tests {
             ],
             missing: vec![],
             untrusted: vec![],
+            settle: Some(crate::settle::Decision::Abort),
             elapsed: Duration::from_millis(12),
         };
         let json: serde_json::Value = serde_json::from_str(&outcome.to_json()).expect("valid JSON");
@@ -145,7 +153,7 @@ mod tests {
                     {"worker": "n1/b@1.0.0", "ok": true, "payload": "plain text", "error": null},
                     {"worker": "n1/c@1.0.0", "ok": false, "payload": null, "error": "boom"},
                 ],
-                "missing": [], "untrusted": [], "elapsed_ms": 12
+                "missing": [], "untrusted": [], "settle": "abort", "elapsed_ms": 12
             })
         );
     }

@@ -3,7 +3,8 @@
 //!
 //! | route | what |
 //! |---|---|
-//! | `POST /v1/dispatch/{topic}` | body = payload; query `timeout_ms`, `grace_ms`; answers the outcome JSON |
+//! | `POST /v1/dispatch/{topic}` | body = payload; query `timeout_ms`, `grace_ms`, `settle` (`all-ok`, `commit`, `abort`, `manual`); answers the outcome JSON |
+//! | `POST /v1/settle/{request-id}/{decision}` | commits or aborts a dispatch's staged writes (`commit` or `abort`; for the `manual` policy); 202 |
 //! | `GET /v1/plugins` | the node's plugins (with what each has done), and the files that failed to load |
 //! | `GET /healthz` | `{"status": "ok"}` |
 //!
@@ -24,6 +25,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::dispatch::{DispatchError, DispatchOptions};
+use crate::settle::{Decision, SettlePolicy};
 use crate::{Host, Topic};
 
 /// Largest request body accepted as a payload (8 MiB).
@@ -47,6 +49,7 @@ fn bad_request(message: impl Into<String>) -> ApiError {
 pub fn router(host: Arc<Host>) -> Router {
     Router::new()
         .route("/v1/dispatch/{topic}", post(dispatch))
+        .route("/v1/settle/{request_id}/{decision}", post(settle))
         .route("/v1/plugins", get(plugins))
         .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
         .fallback(|| async {
@@ -74,6 +77,7 @@ pub async fn serve(
 struct DispatchQuery {
     timeout_ms: Option<u64>,
     grace_ms: Option<u64>,
+    settle: Option<String>,
 }
 
 async fn dispatch(
@@ -93,6 +97,9 @@ async fn dispatch(
     if let Some(ms) = query.grace_ms {
         options.grace = Duration::from_millis(ms);
     }
+    if let Some(policy) = &query.settle {
+        options.settle = SettlePolicy::parse(policy).map_err(bad_request)?;
+    }
     if let Some(content_type) = headers.get(header::CONTENT_TYPE) {
         options.content_type =
             content_type.to_str().map_err(|_| bad_request("the Content-Type header is not ASCII"))?.to_owned();
@@ -102,6 +109,19 @@ async fn dispatch(
         other => ApiError(StatusCode::SERVICE_UNAVAILABLE, other.to_string()),
     })?;
     Ok(([(header::CONTENT_TYPE, "application/json")], outcome.to_json()).into_response())
+}
+
+async fn settle(
+    State(host): State<Arc<Host>>,
+    Path((request_id, decision)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let decision = Decision::parse(&decision).ok_or_else(|| bad_request("the decision must be commit or abort"))?;
+    if request_id.is_empty() || request_id.len() > 128 || request_id.contains(',') {
+        return Err(bad_request("invalid request id"));
+    }
+    host.dispatcher().settle(&request_id, decision).await;
+    let body = json!({ "request_id": request_id, "settle": decision });
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }
 
 async fn plugins(State(host): State<Arc<Host>>) -> Json<serde_json::Value> {
@@ -135,6 +155,7 @@ async fn plugins(State(host): State<Arc<Host>>) -> Json<serde_json::Value> {
         "errors": set.failed,
         "cache": host.runtime().cache().map(|c| &c.stats),
         "rescans": host.rescans(),
+        "settle": host.staging().stats(),
         "mesh": host.mesh_nodes(),
         "key": host.security().map(|s| s.key().public().to_string()),
         "rejected": host.security().map(|s| &s.stats),

@@ -195,9 +195,12 @@ impl RedisRegistry {
         }
         let json = serde_json::to_string(me).expect("node info serializes");
         self.me.store(Some(Arc::new((me.id.clone(), json.clone()))));
-        if let Err(err) = heartbeat(&mut self.conn.clone(), &me.id, &json, self.liveness.ttl).await {
+        let mut conn = self.conn.clone();
+        if let Err(err) = heartbeat(&mut conn, &me.id, &json, self.liveness.ttl).await {
             tracing::warn!(%err, "could not publish this node's new plugins; the next heartbeat will");
         }
+        // This node's own view of the mesh shows the change at once.
+        refresh(&mut conn, &self.snapshot).await;
     }
 
     /// Removes this node's entry now (a clean shutdown), so that dispatchers

@@ -30,11 +30,14 @@ use arc_swap::ArcSwap;
 use futures::FutureExt;
 
 use crate::bus::{
-    Bus, BusError, Interest, Partial, Reply, ReplySink, ReplyTo, Subscription, Task, TaskReceiver, Work, WorkerId,
+    Bus, BusError, Interest, Partial, Reply, ReplySink, ReplyTo, SettleReceiver, Subscription, Task, TaskReceiver,
+    Work, WorkerId,
 };
 use crate::dispatch::{Nesting, Parent};
 use crate::ledger::Ledger;
+use crate::runtime::Services;
 use crate::runtime::{CallError, Plugin, WitTask};
+use crate::settle::{Decision, Staging};
 use crate::topic::Pattern;
 use crate::trust::Security;
 
@@ -59,6 +62,10 @@ pub struct Node {
     security: Option<Arc<Security>>,
     /// How workers dispatch sub-tasks.
     nesting: Option<Arc<Nesting>>,
+    /// What workers staged, until it is settled.
+    staging: Arc<Staging>,
+    _settles: Subscription,
+    _sweeper: Sweeper,
     served: parking_lot::Mutex<BTreeMap<String, Served>>,
     /// Serializes changes to `served` (each awaits the bus).
     changes: tokio::sync::Mutex<()>,
@@ -116,7 +123,8 @@ impl Node {
     /// Subscribes every plugin to its topic patterns, in a queue group named
     /// after the plugin. With `security` (distributed mode), declarations are
     /// signed with the node's key. With `nesting`, workers may dispatch
-    /// sub-tasks from `handle`.
+    /// sub-tasks and stage writes in `staging` from `handle`; the node
+    /// settles them as decisions arrive, and expires them.
     pub async fn start(
         id: &str,
         plugins: &[Arc<Plugin>],
@@ -124,13 +132,19 @@ impl Node {
         ledger: Arc<dyn Ledger>,
         security: Option<Arc<Security>>,
         nesting: Option<Arc<Nesting>>,
+        staging: Arc<Staging>,
     ) -> Result<Self, BusError> {
+        let settles = bus.subscribe_settle(Arc::new(SettleSubscriber(staging.clone()))).await?;
+        let sweeper = Sweeper::start(&staging);
         let node = Node {
             id: id.to_owned(),
             bus,
             ledger,
             security,
             nesting,
+            staging,
+            _settles: settles,
+            _sweeper: sweeper,
             served: Default::default(),
             changes: Default::default(),
             stats: Default::default(),
@@ -190,6 +204,7 @@ impl Node {
             plugin,
             ledger: self.ledger.clone(),
             nesting: self.nesting.clone(),
+            staging: self.staging.clone(),
             stats,
             in_flight: AtomicUsize::new(0),
         })
@@ -225,6 +240,50 @@ impl Node {
     pub fn id(&self) -> &str {
         &self.id
     }
+
+    /// The writes the node's workers staged, and what became of them.
+    pub fn staging(&self) -> &Arc<Staging> {
+        &self.staging
+    }
+}
+
+/// Hands settle decisions to the node's staging.
+struct SettleSubscriber(Arc<Staging>);
+
+impl SettleReceiver for SettleSubscriber {
+    fn settle(&self, transaction: Arc<str>, decision: Decision) -> Work {
+        let staging = self.0.clone();
+        Box::pin(async move {
+            staging.settle(&transaction, decision).await;
+        })
+    }
+}
+
+/// Expires staged writes now and then, until dropped.
+struct Sweeper(tokio::task::JoinHandle<()>);
+
+impl Sweeper {
+    fn start(staging: &Arc<Staging>) -> Self {
+        let every = staging.sweep_interval();
+        let staging = Arc::downgrade(staging);
+        Sweeper(tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                match staging.upgrade() {
+                    Some(staging) => staging.expire().await,
+                    None => break,
+                }
+            }
+        }))
+    }
+}
+
+impl Drop for Sweeper {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// One version of a plugin, as each of its tasks sees it from start to end.
@@ -239,6 +298,7 @@ struct Version {
     plugin: Arc<Plugin>,
     ledger: Arc<dyn Ledger>,
     nesting: Option<Arc<Nesting>>,
+    staging: Arc<Staging>,
     stats: Arc<WorkerStats>,
     /// Tasks under way on this version.
     in_flight: AtomicUsize,
@@ -292,8 +352,11 @@ impl Version {
         // still running then as missing; the instance is stopped a little
         // later, so that the two never race.
         let deadline = Instant::now() + remaining + DEADLINE_MARGIN;
-        let parent = self.nesting.as_ref().map(|nesting| Parent { nesting: nesting.clone(), task: task.clone() });
-        let instance = self.plugin.instantiate(self.label.clone(), task.request_id.clone(), deadline, parent).await;
+        let services = self.nesting.as_ref().map(|nesting| Services {
+            parent: Parent { nesting: nesting.clone(), task: task.clone() },
+            store: self.staging.store().clone(),
+        });
+        let instance = self.plugin.instantiate(self.label.clone(), task.request_id.clone(), deadline, services).await;
         let mut instance = match instance {
             Ok(instance) => instance,
             Err(err) => return self.fail_before_declaring(&task, &*replies, "could not start", err).await,
@@ -322,14 +385,23 @@ impl Version {
                 // A worker that answers on its first poll (no yield, no
                 // waiting host call) sends its acknowledgement and partial
                 // as one reply; otherwise the acknowledgement goes first.
-                let mut handle = std::pin::pin!(instance.handle(&wit_task));
-                match (&mut handle).now_or_never() {
-                    Some(result) => replies.send_declared_with_result(closed, self.partial(result)).await,
-                    None => {
-                        self.ack(&*replies, Interest::Declared, closed).await;
-                        let partial = self.partial(handle.await);
-                        replies.send(Reply::Partial(partial)).await;
+                let (result, closed) = {
+                    let mut handle = std::pin::pin!(instance.handle(&wit_task));
+                    match (&mut handle).now_or_never() {
+                        Some(result) => (result, Some(closed)),
+                        None => {
+                            self.ack(&*replies, Interest::Declared, closed).await;
+                            (handle.await, None)
+                        }
                     }
+                };
+                // What it staged is kept before its partial leaves, so that
+                // the decision can never arrive first.
+                let result = self.keep_staged(&task, instance.take_staged(), result);
+                let partial = self.partial(result);
+                match closed {
+                    Some(closed) => replies.send_declared_with_result(closed, partial).await,
+                    None => replies.send(Reply::Partial(partial)).await,
                 }
             }
             Err(err) => self.fail_before_declaring(&task, &*replies, "interested()", err).await,
@@ -338,6 +410,25 @@ impl Version {
 
     async fn ack(&self, replies: &dyn ReplySink, interest: Interest, closed: Option<Vec<String>>) {
         replies.send(Reply::Ack { worker: self.worker.clone(), interest, closed }).await;
+    }
+
+    /// Keeps the writes `handle` staged for the task's transaction; a
+    /// worker whose writes cannot be kept fails.
+    fn keep_staged(
+        &self,
+        task: &Task,
+        ops: Vec<crate::settle::Op>,
+        result: Result<Result<Vec<u8>, String>, CallError>,
+    ) -> Result<Result<Vec<u8>, String>, CallError> {
+        if ops.is_empty() {
+            return result;
+        }
+        let transaction = task.ancestry.first().map_or(&task.request_id, |root| &root.request_id);
+        let deadline = Instant::now() + task.remaining();
+        match self.staging.keep(transaction, &self.plugin, &self.label, &task.request_id, deadline, ops) {
+            Ok(()) => result,
+            Err(err) => Ok(Err(format!("could not stage its writes: {err}"))),
+        }
     }
 
     /// The partial of a `handle` call.

@@ -6,9 +6,10 @@
 //! infallible host function; the nested `dispatch` is async, so a guest
 //! waiting for a sub-task suspends its fiber instead of blocking a thread.
 //!
-//! The 0.2.0 world is the one the host calls. 0.1.0 differs only by
-//! importing less, so its exports are called through the 0.2.0 bindings; its
-//! `host` interface is linked too, so that plugins built against it load.
+//! The 0.2.0 world is the one the host links and calls; 0.1.0 components
+//! (no nested dispatch, no store, no `settle` export) are called through
+//! their own bindings, and their `host` interface is linked too, so that
+//! plugins built against it load.
 
 #![allow(missing_docs)]
 
@@ -25,7 +26,7 @@ mod v2 {
         path: "../wit",
         world: "anocast:worker/worker",
         exports: { default: async },
-        imports: { "anocast:worker/dispatch": async },
+        imports: { "anocast:worker/dispatch": async, "anocast:worker/store.get": async },
         with: { "anocast:worker/types": super::v1::anocast::worker::types },
     });
 }
@@ -39,6 +40,7 @@ pub use self::v2::anocast::worker::dispatch::{
     Partial as WitPartial, Status as WitStatus,
 };
 pub use self::v2::anocast::worker::host::{Host, Level};
+pub use self::v2::anocast::worker::store::Host as StoreHost;
 
 /// The 0.1.0 log levels, as the 0.2.0 ones.
 pub fn level_v1(level: v1::anocast::worker::host::Level) -> Level {

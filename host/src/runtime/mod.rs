@@ -7,8 +7,11 @@
 //!   environment variables and no arguments; stdout and stderr go to the
 //!   host's log ([`stdio`]);
 //! - the `anocast:worker/host` import (`log`);
-//! - from `handle`, the `anocast:worker/dispatch` import (nested dispatch,
-//!   see [`crate::dispatch::Nesting`]), for plugins built against 0.2.0.
+//! - for plugins built against 0.2.0, from `handle`: the
+//!   `anocast:worker/dispatch` import (nested dispatch, see
+//!   [`crate::dispatch::Nesting`]) and the `anocast:worker/store` import
+//!   (tentative side effects, see [`crate::settle`]); `store.get` also
+//!   from `interested`.
 //!
 //! Limits, all on by default ([`RuntimeConfig`]): a per-call deadline enforced
 //! by epoch interruption (one ticker thread per engine) and by a timer around
@@ -37,6 +40,7 @@ use limits::{DeadlineExceeded, Limiter};
 
 use crate::dispatch::{NestError, Outcome, Parent, Status, SubOptions};
 use crate::plugins::cache::CodeCache;
+use crate::settle::{Op, Tentative};
 use crate::topic::Pattern;
 
 /// Tunables of the runtime. Every limit has a sane default.
@@ -271,7 +275,13 @@ impl Runtime {
         .map_err(|e| LoadError::Compile(e.to_string()))?
         .map_err(|e| LoadError::Compile(first_line(&e)))?;
         let pre = self.inner.linker.instantiate_pre(&component).map_err(|e| LoadError::Imports(first_line(&e)))?;
-        let pre = bindings::WorkerPre::new(pre).map_err(|e| LoadError::WrongWorld(first_line(&e)))?;
+        let pre = match bindings::WorkerPre::new(pre.clone()) {
+            Ok(pre) => Pre::V2(pre),
+            Err(err) => match bindings::v1::WorkerPre::new(pre) {
+                Ok(pre) => Pre::V1(pre),
+                Err(_) => return Err(LoadError::WrongWorld(first_line(&err))),
+            },
+        };
         let mut plugin = Plugin {
             info: PluginInfo { name: String::new(), version: String::new(), topics: Vec::new() },
             digest,
@@ -344,8 +354,29 @@ pub struct Plugin {
     pub digest: String,
     /// Size of the component, in bytes.
     pub size: usize,
-    pre: bindings::WorkerPre<TaskState>,
+    pre: Pre,
     runtime: Runtime,
+}
+
+/// A plugin pre-instantiated for the version of the contract it targets.
+enum Pre {
+    V2(bindings::WorkerPre<TaskState>),
+    V1(bindings::v1::WorkerPre<TaskState>),
+}
+
+/// An instance's exports, by version of the contract.
+enum Exports {
+    V2(bindings::Worker),
+    V1(bindings::v1::Worker),
+}
+
+/// What a task's instance may use beyond logging.
+#[derive(Clone)]
+pub struct Services {
+    /// Nested dispatch.
+    pub parent: Parent,
+    /// Committed values, for `store.get`.
+    pub store: Arc<dyn crate::settle::Store>,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -357,13 +388,13 @@ impl std::fmt::Debug for Plugin {
 impl Plugin {
     /// Makes a fresh instance (its own store) for one task. `deadline` bounds
     /// every call on it, together with the runtime's call timeout. With
-    /// `parent`, its `handle` may dispatch sub-tasks of that task.
+    /// `services`, its `handle` may dispatch sub-tasks and stage writes.
     pub async fn instantiate(
         &self,
         worker: Arc<str>,
         request_id: Arc<str>,
         deadline: Instant,
-        parent: Option<Parent>,
+        services: Option<Services>,
     ) -> Result<Instance, CallError> {
         let rt = &self.runtime.inner;
         // The limit reported in errors: the call timeout, or what was left of
@@ -401,9 +432,11 @@ impl Plugin {
             worker,
             request_id,
             stderr_tail,
-            parent,
+            services,
+            plugin: self.info.name.clone(),
             handling: false,
             deadline,
+            tentative: Tentative::default(),
         };
         let mut store = Store::new(&rt.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -412,9 +445,17 @@ impl Plugin {
             if Instant::now() >= deadline { Err(DeadlineExceeded.into()) } else { Ok(UpdateDeadline::Yield(1)) }
         });
         let mut instance = Instance { store, worker: None, deadline, limit, _slot: slot };
-        let pending = self.pre.instantiate_async(&mut instance.store);
-        let result = tokio::time::timeout_at(deadline.into(), pending).await;
-        instance.worker = Some(instance.settle(result)?);
+        let exports = match &self.pre {
+            Pre::V2(pre) => {
+                let result = tokio::time::timeout_at(deadline.into(), pre.instantiate_async(&mut instance.store)).await;
+                instance.outcome_of(result).map(Exports::V2)
+            }
+            Pre::V1(pre) => {
+                let result = tokio::time::timeout_at(deadline.into(), pre.instantiate_async(&mut instance.store)).await;
+                instance.outcome_of(result).map(Exports::V1)
+            }
+        };
+        instance.worker = Some(exports?);
         Ok(instance)
     }
 }
@@ -426,7 +467,7 @@ const MAX_GUEST_RESOURCES: usize = 10_000;
 /// store, which is dropped with this value.
 pub struct Instance {
     store: Store<TaskState>,
-    worker: Option<bindings::Worker>,
+    worker: Option<Exports>,
     deadline: Instant,
     limit: Duration,
     _slot: OwnedSemaphorePermit,
@@ -435,30 +476,54 @@ pub struct Instance {
 impl Instance {
     /// Calls `describe`.
     pub async fn describe(&mut self) -> Result<WitPluginInfo, CallError> {
-        let Some(exports) = &self.worker else { return Err(not_initialised()) };
-        let result = tokio::time::timeout_at(self.deadline.into(), exports.call_describe(&mut self.store)).await;
-        self.settle(result)
+        let result = match &self.worker {
+            Some(Exports::V2(w)) => guard(self.deadline, w.call_describe(&mut self.store)).await,
+            Some(Exports::V1(w)) => guard(self.deadline, w.call_describe(&mut self.store)).await,
+            None => return Err(not_initialised()),
+        };
+        self.outcome_of(result)
     }
 
     /// Calls `interested(task)`.
     pub async fn interested(&mut self, task: &WitTask) -> Result<bool, CallError> {
-        let Some(exports) = &self.worker else { return Err(not_initialised()) };
-        let result =
-            tokio::time::timeout_at(self.deadline.into(), exports.call_interested(&mut self.store, task)).await;
-        self.settle(result)
+        let result = match &self.worker {
+            Some(Exports::V2(w)) => guard(self.deadline, w.call_interested(&mut self.store, task)).await,
+            Some(Exports::V1(w)) => guard(self.deadline, w.call_interested(&mut self.store, task)).await,
+            None => return Err(not_initialised()),
+        };
+        self.outcome_of(result)
     }
 
     /// Calls `handle(task)`: `Ok(Err(_))` is the guest's own error.
     pub async fn handle(&mut self, task: &WitTask) -> Result<Result<Vec<u8>, String>, CallError> {
-        let Some(exports) = &self.worker else { return Err(not_initialised()) };
         self.store.data_mut().handling = true;
-        let result = tokio::time::timeout_at(self.deadline.into(), exports.call_handle(&mut self.store, task)).await;
-        self.settle(result)
+        let result = match &self.worker {
+            Some(Exports::V2(w)) => guard(self.deadline, w.call_handle(&mut self.store, task)).await,
+            Some(Exports::V1(w)) => guard(self.deadline, w.call_handle(&mut self.store, task)).await,
+            None => return Err(not_initialised()),
+        };
+        self.outcome_of(result)
+    }
+
+    /// Calls `settle(request_id, committed)`; a 0.1.0 plugin has no such
+    /// hook (and could stage nothing).
+    pub async fn settle(&mut self, request_id: &str, committed: bool) -> Result<(), CallError> {
+        let result = match &self.worker {
+            Some(Exports::V2(w)) => guard(self.deadline, w.call_settle(&mut self.store, request_id, committed)).await,
+            Some(Exports::V1(_)) => return Ok(()),
+            None => return Err(not_initialised()),
+        };
+        self.outcome_of(result)
+    }
+
+    /// The writes `handle` staged, leaving none.
+    pub fn take_staged(&mut self) -> Vec<Op> {
+        self.store.data_mut().tentative.take()
     }
 
     /// Turns the outcome of a guarded call into a [`CallError`] that says
     /// what went wrong.
-    fn settle<R>(&self, result: Result<wasmtime::Result<R>, tokio::time::error::Elapsed>) -> Result<R, CallError> {
+    fn outcome_of<R>(&self, result: Result<wasmtime::Result<R>, tokio::time::error::Elapsed>) -> Result<R, CallError> {
         let err = match result {
             Ok(Ok(value)) => return Ok(value),
             Err(_) => return Err(CallError::Deadline(self.limit)),
@@ -483,6 +548,11 @@ impl Instance {
     }
 }
 
+/// Bounds a call by the instance's deadline.
+fn guard<F: std::future::Future>(deadline: Instant, call: F) -> tokio::time::Timeout<F> {
+    tokio::time::timeout_at(deadline.into(), call)
+}
+
 fn not_initialised() -> CallError {
     CallError::Trap("the instance was not initialised".into())
 }
@@ -495,8 +565,12 @@ pub struct TaskState {
     worker: Arc<str>,
     request_id: Arc<str>,
     stderr_tail: Arc<Mutex<String>>,
-    /// What sub-tasks descend from, when the instance runs a task.
-    parent: Option<Parent>,
+    /// Nested dispatch and the store, when the instance runs a task.
+    services: Option<Services>,
+    /// The plugin's name: its namespace in the store.
+    plugin: String,
+    /// What `handle` staged.
+    tentative: Tentative,
     /// Whether `handle` was called (sub-tasks may be dispatched only then).
     handling: bool,
     /// When the instance is stopped.
@@ -527,7 +601,7 @@ impl bindings::DispatchHost for TaskState {
         payload: Vec<u8>,
         options: bindings::WitDispatchOptions,
     ) -> Result<bindings::WitOutcome, bindings::WitDispatchError> {
-        let Some(parent) = self.parent.clone().filter(|_| self.handling) else {
+        let Some(parent) = self.services.as_ref().filter(|_| self.handling).map(|s| s.parent.clone()) else {
             return Err(bindings::WitDispatchError::Invalid("sub-tasks can be dispatched only from handle()".into()));
         };
         let options = SubOptions {
@@ -540,6 +614,36 @@ impl bindings::DispatchHost for TaskState {
             Ok(outcome) => Ok(wit_outcome(outcome)),
             Err(err) => Err(wit_nest_error(err)),
         }
+    }
+}
+
+impl bindings::StoreHost for TaskState {
+    async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, String> {
+        let Some(services) = &self.services else {
+            return Err("the store is not available outside a task".into());
+        };
+        let store = services.store.clone();
+        store.get(&self.plugin, &key).await.map_err(|err| {
+            tracing::warn!(%err, worker = &*self.worker, "store.get failed");
+            err.to_string()
+        })
+    }
+
+    fn stage_set(&mut self, key: String, value: Vec<u8>) -> Result<(), String> {
+        self.stage(Op::Set(key, value))
+    }
+
+    fn stage_delete(&mut self, key: String) -> Result<(), String> {
+        self.stage(Op::Delete(key))
+    }
+}
+
+impl TaskState {
+    fn stage(&mut self, op: Op) -> Result<(), String> {
+        if self.services.is_none() || !self.handling {
+            return Err("writes can be staged only from handle()".into());
+        }
+        self.tentative.stage(op)
     }
 }
 

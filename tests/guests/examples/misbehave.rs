@@ -13,8 +13,8 @@
 //!
 //! `misbehave.not-interested` is declined; `misbehave.interested-trap`
 //! panics in `interested`; `misbehave.dispatch-in-interested` tries to
-//! dispatch a sub-task from `interested` (the host refuses) and answers
-//! with the error it got. On `race.>` it takes 200 ms (or the number of
+//! dispatch a sub-task and to stage a write from `interested`, and is
+//! interested (answering "refused") only if the host refused both. On `race.>` it takes 200 ms (or the number of
 //! milliseconds in the payload) to decide that it is interested, then
 //! answers "slow" (the fast `echo` answers the same topic).
 
@@ -47,9 +47,10 @@ impl Worker for Misbehave {
             "misbehave.interested-trap" => panic!("cannot make up my mind"),
             "misbehave.not-interested" => false,
             "misbehave.dispatch-in-interested" => {
-                let refused = anocast_sdk::dispatch("echo.from-interested", b"").err();
-                log::info(&format!("{refused:?}"));
-                refused.is_some()
+                let dispatched = anocast_sdk::dispatch("echo.from-interested", b"");
+                let staged = anocast_sdk::store::set("k", b"v");
+                log::info(&format!("{dispatched:?} {staged:?}"));
+                dispatched.is_err() && staged.is_err()
             }
             _ => true,
         }

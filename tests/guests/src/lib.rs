@@ -114,3 +114,71 @@ pub fn relay(name: &str, task: &anocast_sdk::Task) -> String {
         },
     }
 }
+
+/// Defines and exports a staging worker named `$name` on `stage.>`, for
+/// the compensation tests; see [`stage`].
+#[macro_export]
+macro_rules! stager_worker {
+    ($name:literal) => {
+        struct Stager;
+
+        impl anocast_sdk::Worker for Stager {
+            fn describe() -> anocast_sdk::PluginInfo {
+                anocast_sdk::PluginInfo::new($name, "1.0.0", &["stage.>"])
+            }
+
+            fn interested(_task: anocast_sdk::Task) -> bool {
+                true
+            }
+
+            fn handle(task: anocast_sdk::Task) -> Result<Vec<u8>, String> {
+                $crate::stage($name, &task)
+            }
+
+            fn settle(request_id: String, committed: bool) {
+                anocast_sdk::log::info(&format!("settled {request_id}: committed {committed}"));
+            }
+        }
+
+        anocast_sdk::export!(Stager);
+    };
+}
+
+/// A stager's work. On `stage.read` it answers the committed value of the
+/// key in the payload (`none` when there is none). Otherwise the payload
+/// holds `;`-separated commands, each optionally prefixed with `NAME:` to
+/// concern only the worker of that name: `KEY=VALUE` stages a write,
+/// `-KEY` a removal, `sleep=MS` sleeps, and `fail` makes `handle` fail
+/// (after staging). It answers with the number of writes it staged.
+pub fn stage(name: &str, task: &anocast_sdk::Task) -> Result<Vec<u8>, String> {
+    use anocast_sdk::store;
+    let text = task.text();
+    if task.topic == "stage.read" {
+        let value = store::get(text.trim())?;
+        return Ok(value.unwrap_or_else(|| b"none".to_vec()));
+    }
+    let mut staged = 0;
+    let mut fail = false;
+    for command in text.split(';').map(str::trim).filter(|c| !c.is_empty()) {
+        let command = match command.split_once(':') {
+            Some((target, rest)) if target == name => rest,
+            Some(_) => continue,
+            None => command,
+        };
+        if command == "fail" {
+            fail = true;
+        } else if let Some(ms) = command.strip_prefix("sleep=") {
+            std::thread::sleep(std::time::Duration::from_millis(ms.parse().unwrap_or(0)));
+        } else if let Some(key) = command.strip_prefix('-') {
+            store::delete(key)?;
+            staged += 1;
+        } else if let Some((key, value)) = command.split_once('=') {
+            store::set(key, value.as_bytes())?;
+            staged += 1;
+        }
+    }
+    if fail {
+        return Err(format!("{name} failed on purpose after staging {staged} writes"));
+    }
+    Ok(format!("{staged}").into_bytes())
+}
