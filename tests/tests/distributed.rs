@@ -73,8 +73,13 @@ fn topic(t: &str) -> Topic {
 }
 
 async fn http_dispatch(url: &str, topic: &str, payload: &str) -> anyhow::Result<Value> {
+    http_dispatch_with(url, topic, payload, "").await
+}
+
+/// [`http_dispatch`], with more query parameters (`&name=value...`).
+async fn http_dispatch_with(url: &str, topic: &str, payload: &str, query: &str) -> anyhow::Result<Value> {
     let response = reqwest::Client::new()
-        .post(format!("{url}/v1/dispatch/{topic}?timeout_ms=10000&grace_ms=3000"))
+        .post(format!("{url}/v1/dispatch/{topic}?timeout_ms=10000&grace_ms=3000{query}"))
         .body(payload.to_owned())
         .send()
         .await?;
@@ -86,6 +91,32 @@ fn workers(outcome: &Value) -> Vec<String> {
     outcome["partials"]
         .as_array()
         .map_or_else(Vec::new, |p| p.iter().filter_map(|p| p["worker"].as_str().map(String::from)).collect())
+}
+
+/// A node's settle counters (committed, aborted, duplicates, ...).
+async fn settle_stats(url: &str) -> anyhow::Result<Value> {
+    let plugins: Value = reqwest::get(format!("{url}/v1/plugins")).await?.json().await?;
+    Ok(plugins["settle"].clone())
+}
+
+/// Waits until the node's settle counter `name` reaches `at_least`.
+async fn settle_count(url: &str, name: &str, at_least: u64) -> anyhow::Result<()> {
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let stats = settle_stats(url).await?;
+        if stats[name].as_u64().is_some_and(|n| n >= at_least) {
+            return Ok(());
+        }
+        anyhow::ensure!(Instant::now() < until, "{name} never reached {at_least}: {stats}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A committed value as Redis holds it.
+async fn redis_value(redis: &Redis, plugin: &str, key: &str) -> anyhow::Result<Option<String>> {
+    let mut conn = redis::Client::open(redis.url())?.get_multiplexed_async_connection().await?;
+    let key = anocast::settle::redis_key(plugin, key);
+    Ok(redis::cmd("GET").arg(key).query_async(&mut conn).await?)
 }
 
 async fn stats(url: &str, plugin: &str) -> anyhow::Result<Value> {
@@ -131,6 +162,75 @@ async fn a_chain_of_sub_tasks_crosses_three_nodes() -> anyhow::Result<()> {
         "{outcome}"
     );
     Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staged_writes_are_committed_into_redis_once_or_aborted() -> anyhow::Result<()> {
+    let mesh = Mesh::start()?;
+    let a = mesh.node("a", &[guests::STAGER])?;
+    let b = mesh.node("b", &[guests::STAGER_B])?;
+    converge(&[&a, &b], 2).await?;
+
+    // Every worker ok: both nodes commit what their worker staged.
+    let outcome = http_dispatch(&b.url, "stage.write", "color=blue;stager-b:owner=ann").await?;
+    assert_eq!((outcome["status"].as_str(), outcome["settle"].as_str()), (Some("complete"), Some("commit")));
+    settle_count(&a.url, "committed", 1).await?;
+    settle_count(&b.url, "committed", 1).await?;
+    assert_eq!(redis_value(&mesh.redis, "stager", "color").await?.as_deref(), Some("blue"));
+    assert_eq!(redis_value(&mesh.redis, "stager-b", "owner").await?.as_deref(), Some("ann"));
+    // The plugin reads the committed value (through any node).
+    let outcome = http_dispatch(&b.url, "stage.read", "color").await?;
+    assert_eq!(outcome["partials"][0]["worker"], "a/stager@1.0.0");
+    assert_eq!(outcome["partials"][0]["payload"], "blue");
+
+    // One worker fails: both drop their writes.
+    let outcome = http_dispatch(&a.url, "stage.write", "color=red;stager-b:fail").await?;
+    assert_eq!(outcome["settle"], "abort", "{outcome}");
+    settle_count(&a.url, "aborted", 1).await?;
+    assert_eq!(redis_value(&mesh.redis, "stager", "color").await?.as_deref(), Some("blue"));
+
+    // Settled by hand, twice, through the CLI: applied once.
+    let outcome = http_dispatch_with(&a.url, "stage.write", "color=green", "&settle=manual").await?;
+    assert_eq!(outcome["settle"], Value::Null);
+    let id = outcome["request_id"].as_str().context("request id")?;
+    for _ in 0..2 {
+        let out = std::process::Command::new(EXE).args(["settle", id, "commit", "--url", &b.url]).output()?;
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    settle_count(&a.url, "duplicates", 1).await?;
+    assert_eq!(settle_stats(&a.url).await?["committed"], 2);
+    assert_eq!(redis_value(&mesh.redis, "stager", "color").await?.as_deref(), Some("green"));
+    // Committed values expire after the retention, like every key anocast writes.
+    mesh.redis.assert_every_key_expires().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_between_staging_and_commit_applies_nothing() -> anyhow::Result<()> {
+    let mesh = Mesh::start()?;
+    let mut a = mesh.node("a", &[guests::STAGER])?;
+    let b = mesh.node("b", &[guests::STAGER_B])?;
+    converge(&[&a, &b], 2).await?;
+    let client = mesh_client(&mesh.nats.url(), &mesh.redis.url()).await?;
+    let dispatcher = client.dispatcher().clone();
+    // stager (on a) stages and replies at once; stager-b takes 1.5 s.
+    let pending = tokio::spawn(async move {
+        let commands = b"k=from-a;stager-b:k=from-b;stager-b:sleep=1500".to_vec();
+        dispatcher.dispatch(topic("stage.write"), commands, &options(3000, 30_000)).await
+    });
+    let until = Instant::now() + Duration::from_secs(10);
+    while settle_stats(&a.url).await?["staged"] != 1 {
+        anyhow::ensure!(Instant::now() < until, "stager never staged");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    a.process.0.kill()?;
+    let outcome = pending.await??;
+    // Both replied ok, so the outcome commits; only b is there to apply.
+    assert_eq!(outcome.status, Status::Complete, "{}", outcome.to_json());
+    assert_eq!(outcome.settle, Some(anocast::settle::Decision::Commit));
+    settle_count(&b.url, "committed", 1).await?;
+    assert_eq!(redis_value(&mesh.redis, "stager-b", "k").await?.as_deref(), Some("from-b"));
+    assert_eq!(redis_value(&mesh.redis, "stager", "k").await?, None, "the dead node's writes died with it");
+    mesh.redis.assert_every_key_expires().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
