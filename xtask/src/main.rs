@@ -245,8 +245,90 @@ fn demo() -> anyhow::Result<()> {
             bail!("anocast run {topic} failed ({status})");
         }
     }
+    demo_on_a_node(&anocast, &plugins)?;
     eprintln!("\ndemo done. Next: `cargo xtask dev` serves these plugins at http://127.0.0.1:7700, then");
     eprintln!("  target/debug/anocast dispatch text.analyze 'I love this'");
+    Ok(())
+}
+
+/// A child process killed when dropped.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The nesting and compensation examples: their effects outlive a
+/// dispatch, so one node serves the plugins and the CLI dispatches through
+/// its HTTP API. The node's log shows the plugins' `settle` hooks.
+fn demo_on_a_node(anocast: &Path, plugins: &Path) -> anyhow::Result<()> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let url = format!("http://127.0.0.1:{port}");
+    step(&format!("a node for the examples that keep state: anocast serve --plugins {} (on {url})", relative(plugins)));
+    let node = Command::new(anocast)
+        .args(["serve", "--no-watch", "--node-id", "demo", "--http", &format!("127.0.0.1:{port}"), "--plugins"])
+        .arg(plugins)
+        .arg("--data-dir")
+        .arg(root().join("target").join("demo-data"))
+        .env("ANOCAST_LOG", "warn,anocast::guest=info")
+        .spawn()
+        .context("starting anocast serve")?;
+    let _node = Killed(node);
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let up = Command::new(anocast).args(["plugins", "list", "--url", &url]).output()?;
+        if up.status.success() {
+            break;
+        }
+        if std::time::Instant::now() > until {
+            bail!("the demo node did not come up: {}", String::from_utf8_lossy(&up.stderr).trim());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let samples: &[(&str, &str, &str)] = &[
+        (
+            "compensation: a form submission; every worker succeeds, so what they staged is committed",
+            "forms.submitted",
+            r#"{"email": "ann@example.com", "name": "Ann", "newsletter": true}"#,
+        ),
+        ("...and is there afterwards", "forms.lookup", r#"{"email": "ann@example.com"}"#),
+        (
+            "compensation: the profile refuses the e-mail, so the newsletter's staged subscription is dropped",
+            "forms.submitted",
+            r#"{"email": "bob-at-example", "name": "Bob", "newsletter": true}"#,
+        ),
+        ("...and nothing of Bob is kept", "forms.lookup", r#"{"email": "bob-at-example"}"#),
+        (
+            "nesting: checkout dispatches the sub-task stock.reserve (stock answers) while fraud-check reviews",
+            "orders.placed",
+            r#"{"amount": 1500, "country": "NL", "items": [{"sku": "lamp", "qty": 2}]}"#,
+        ),
+        (
+            "nesting + compensation: not enough sofas, so the order fails and the lamp stays in stock",
+            "orders.placed",
+            r#"{"amount": 90, "items": [{"sku": "lamp", "qty": 1}, {"sku": "sofa", "qty": 40}]}"#,
+        ),
+        (
+            "...the next lamp comes from the 8 left by the first order",
+            "orders.placed",
+            r#"{"amount": 45, "items": [{"sku": "lamp", "qty": 1}]}"#,
+        ),
+    ];
+    for (title, topic, payload) in samples {
+        step(&format!("{title}\n    anocast dispatch --url {url} {topic} '{payload}'"));
+        let status = Command::new(anocast)
+            .args(["dispatch", "--url", &url, topic, payload])
+            .status()
+            .context("running anocast dispatch")?;
+        if !status.success() {
+            bail!("anocast dispatch {topic} failed ({status})");
+        }
+        // Let the node's log of the settle hooks come before the next step.
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     Ok(())
 }
 

@@ -1,5 +1,6 @@
-//! `fraud-check`: reviews `orders.created` only when the amount is above
-//! 1,000: payload-dependent interest. Smaller orders get no partial from it.
+//! `fraud-check`: reviews `orders.created` and `orders.placed` only when
+//! the amount is above 1,000: payload-dependent interest. Smaller orders get
+//! no partial from it.
 
 use anocast_sdk::{PluginInfo, Task, Worker, export, json};
 use serde::{Deserialize, Serialize};
@@ -23,7 +24,7 @@ struct Review {
 
 impl Worker for FraudCheck {
     fn describe() -> PluginInfo {
-        PluginInfo::new("fraud-check", env!("CARGO_PKG_VERSION"), &["orders.created"])
+        PluginInfo::new("fraud-check", env!("CARGO_PKG_VERSION"), &["orders.created", "orders.placed"])
     }
 
     fn interested(task: Task) -> bool {
