@@ -91,6 +91,34 @@ async fn the_depth_limit_refuses_deeper_sub_tasks() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
+async fn the_default_limit_allows_eight_levels_and_refuses_the_ninth() -> anyhow::Result<()> {
+    let relays = [
+        guests::RELAY_A,
+        guests::RELAY_B,
+        guests::RELAY_C,
+        guests::RELAY_D,
+        guests::RELAY_E,
+        guests::RELAY_F,
+        guests::RELAY_G,
+        guests::RELAY_H,
+        guests::RELAY_I,
+    ];
+    let dir = PluginDir::with(&relays)?;
+    let host = start_host(&dir, RuntimeConfig::default()).await?;
+    let hops = "chain.b,chain.c,chain.d,chain.e,chain.f,chain.g,chain.h,chain.i";
+    let outcome = host.dispatcher().dispatch(topic("chain.a"), hops.as_bytes().to_vec(), &options(500, 10_000)).await?;
+    let inner = "relay-i(depth 8, ancestors 8)";
+    let expected = "abcdefgh".chars().rev().fold(inner.to_owned(), |acc, c| format!("relay-{c}[complete: {acc}]"));
+    assert_eq!(only_reply(&outcome)?, expected);
+    let deeper = format!("{hops},other.topic");
+    let outcome = host.dispatcher().dispatch(topic("chain.a"), deeper.into_bytes(), &options(500, 10_000)).await?;
+    let inner = "relay-i refused: Error::TooDeep(8)";
+    let expected = "abcdefgh".chars().rev().fold(inner.to_owned(), |acc, c| format!("relay-{c}[complete: {acc}]"));
+    assert_eq!(only_reply(&outcome)?, expected);
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_sub_task_gets_the_parents_deadline_minus_the_margin() -> anyhow::Result<()> {
     let dir = relays()?;
     let host = start_host(&dir, RuntimeConfig::default()).await?;

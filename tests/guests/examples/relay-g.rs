@@ -1,0 +1,2 @@
+//! `relay-g`: a nested-dispatch relay on `chain.g` (see `relay`).
+anocast_test_guests::relay_worker!("relay-g", "chain.g");
