@@ -14,6 +14,7 @@ use sha2::Digest;
 use crate::bus::Task;
 use crate::bus::wire::{decode_task, encode_task};
 use crate::ledger::{NodeInfo, PluginEntry, SCRIPTS};
+use crate::settle::Decision;
 use crate::topic::Topic;
 
 /// RFC 8032's first test key.
@@ -87,7 +88,26 @@ fn envelope(ack: Option<Ack>, result: Option<Outcome>) -> Envelope {
         worker: worker(),
         ack,
         result,
+        staged: false,
     }
+}
+
+/// `Name: value` lines, as a set of pairs.
+fn header_set(text: &str) -> BTreeSet<(String, String)> {
+    text.lines()
+        .map(|line| {
+            let (name, value) = line.split_once(':').expect("a header line is `Name: value`");
+            (name.to_owned(), value.trim().to_owned())
+        })
+        .collect()
+}
+
+/// NATS headers, as a set of pairs.
+fn encoded_set(headers: &async_nats::HeaderMap) -> BTreeSet<(String, String)> {
+    headers
+        .iter()
+        .flat_map(|(name, values)| values.iter().map(move |v| (name.to_string(), v.as_str().to_owned())))
+        .collect()
 }
 
 fn entry() -> String {
@@ -121,6 +141,7 @@ fn every_vector_and_script_of_the_protocol_document_matches_the_implementation()
         ("reply-result", envelope(None, ok())),
         ("reply-error", envelope(None, Some(Err("boom".into())))),
         ("reply-both", envelope(declared(), ok())),
+        ("reply-staged", Envelope { staged: true, ..envelope(None, ok()) }),
     ];
     for (name, expected) in replies {
         let bytes = hex_bytes(&block(name, "hex"));
@@ -151,18 +172,9 @@ fn every_vector_and_script_of_the_protocol_document_matches_the_implementation()
         }],
         expected: vec!["echo".into(), "fraud-check".into()],
     };
-    let documented: BTreeSet<(String, String)> = block("task-headers", "text")
-        .lines()
-        .map(|line| {
-            let (name, value) = line.split_once(':').expect("a header line is `Name: value`");
-            (name.to_owned(), value.trim().to_owned())
-        })
-        .collect();
+    let documented = header_set(&block("task-headers", "text"));
     let (headers, body) = encode_task(&task);
-    let encoded: BTreeSet<(String, String)> = headers
-        .iter()
-        .flat_map(|(name, values)| values.iter().map(move |v| (name.to_string(), v.as_str().to_owned())))
-        .collect();
+    let encoded = encoded_set(&headers);
     assert_eq!(documented, encoded);
     let mut from_doc = async_nats::HeaderMap::new();
     for (name, value) in &documented {
@@ -173,6 +185,11 @@ fn every_vector_and_script_of_the_protocol_document_matches_the_implementation()
         (decoded.request_id, decoded.deadline, decoded.depth, decoded.ancestry, decoded.content_type, decoded.expected),
         (task.request_id, task.deadline, task.depth, task.ancestry, task.content_type, task.expected)
     );
+
+    // Settle decisions.
+    let documented = header_set(&block("settle-headers", "text"));
+    let encoded = encoded_set(&crate::bus::wire::encode_settle(REQUEST_ID, Decision::Commit));
+    assert_eq!(documented, encoded);
 
     // The node registration.
     let info: NodeInfo = serde_json::from_str(&block("node-info", "json")).expect("a node registration");

@@ -64,7 +64,7 @@ async fn writes_are_committed_when_every_worker_succeeds() -> anyhow::Result<()>
     let host = host(&dir, Duration::from_secs(30)).await?;
     let outcome = write(&host, "color=blue;size=9;stager-b:owner=ann", SettlePolicy::AllOk).await?;
     assert_eq!(outcome.status, Status::Complete);
-    assert_eq!(outcome.settle, Some(Decision::Commit));
+    assert_eq!((outcome.staged, outcome.settle), (true, Some(Decision::Commit)));
     let stats = host.staging().stats();
     reaches(&stats.committed, 2).await?;
     assert_eq!(value(&host, "stager", "color").await?.as_deref(), Some("blue"));
@@ -76,6 +76,10 @@ async fn writes_are_committed_when_every_worker_succeeds() -> anyhow::Result<()>
     assert_eq!(read_by_plugin(&host, "color").await?, "blue");
     reaches(&stats.hooks, 2).await?;
     assert_eq!(stats.hooks_failed.load(Ordering::Relaxed), 0);
+    // Reading stages nothing: the decision is taken, nothing is published.
+    let outcome =
+        host.dispatcher().dispatch(topic("stage.read"), b"size".to_vec(), &options(SettlePolicy::AllOk)).await?;
+    assert_eq!((outcome.staged, outcome.settle), (false, Some(Decision::Commit)));
     // A later removal, committed, removes.
     write(&host, "-color", SettlePolicy::AllOk).await?;
     reaches(&stats.committed, 4).await?;
@@ -167,6 +171,7 @@ async fn a_sub_tasks_writes_follow_the_root_dispatch() -> anyhow::Result<()> {
         .dispatch(topic("chain.a"), b"stage.write,deep=1".to_vec(), &options(SettlePolicy::Manual))
         .await?;
     assert_eq!(outcome.status, Status::Complete);
+    assert!(outcome.staged, "relay-a's partial says its sub-task staged");
     let stats = host.staging().stats();
     reaches(&stats.staged, 1).await?;
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -174,6 +179,14 @@ async fn a_sub_tasks_writes_follow_the_root_dispatch() -> anyhow::Result<()> {
     host.dispatcher().settle(&outcome.request_id, Decision::Commit).await;
     reaches(&stats.committed, 1).await?;
     assert_eq!(value(&host, "stager", "deep").await?.as_deref(), Some("1"));
+    // Decided by the root's policy: committed with it.
+    let outcome = host
+        .dispatcher()
+        .dispatch(topic("chain.a"), b"stage.write,deep=2".to_vec(), &options(SettlePolicy::AllOk))
+        .await?;
+    assert_eq!((outcome.staged, outcome.settle), (true, Some(Decision::Commit)));
+    reaches(&stats.committed, 2).await?;
+    assert_eq!(value(&host, "stager", "deep").await?.as_deref(), Some("2"));
     Ok(())
 }
 

@@ -120,6 +120,9 @@ pub struct Partial {
     pub worker: WorkerId,
     /// The payload, or why there is none.
     pub result: Result<Vec<u8>, String>,
+    /// The worker, or a sub-task it dispatched, staged writes that await
+    /// a settle decision.
+    pub staged: bool,
 }
 
 /// A message from a worker to the dispatcher.

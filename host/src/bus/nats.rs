@@ -237,7 +237,7 @@ fn deliver(messages: &[Message], routes: &Routes, security: &Security) {
         }
         if let Some(result) = envelope.result {
             route.answered.insert(signer);
-            let _ = route.tx.send(Reply::Partial(Partial { worker, result }));
+            let _ = route.tx.send(Reply::Partial(Partial { worker, result, staged: envelope.staged }));
         }
     }
 }
@@ -284,19 +284,21 @@ struct NatsSink {
 impl ReplySink for NatsSink {
     async fn send(&self, reply: Reply) {
         match reply {
-            Reply::Ack { interest, closed, .. } => self.seal_and_publish(Some(Ack { interest, closed }), None).await,
-            Reply::Partial(partial) => self.seal_and_publish(None, Some(partial.result)).await,
+            Reply::Ack { interest, closed, .. } => {
+                self.seal_and_publish(Some(Ack { interest, closed }), None, false).await
+            }
+            Reply::Partial(partial) => self.seal_and_publish(None, Some(partial.result), partial.staged).await,
         }
     }
 
     async fn send_declared_with_result(&self, closed: Option<Vec<String>>, partial: Partial) {
         let ack = Ack { interest: anocast_wire::Interest::Declared, closed };
-        self.seal_and_publish(Some(ack), Some(partial.result)).await;
+        self.seal_and_publish(Some(ack), Some(partial.result), partial.staged).await;
     }
 }
 
 impl NatsSink {
-    async fn seal_and_publish(&self, ack: Option<Ack>, result: Option<anocast_wire::Outcome>) {
+    async fn seal_and_publish(&self, ack: Option<Ack>, result: Option<anocast_wire::Outcome>, staged: bool) {
         let envelope = Envelope {
             timestamp_ms: unix_ms(SystemTime::now()),
             topic: self.task.topic.to_string(),
@@ -304,6 +306,7 @@ impl NatsSink {
             worker: self.signer.clone(),
             ack,
             result,
+            staged,
         };
         let bytes = match envelope.seal(self.security.key()) {
             Ok(bytes) => bytes,

@@ -231,7 +231,12 @@ impl Dispatcher {
             0 => options.settle.decide(status == Status::Complete, partials.iter().map(|p| p.result.is_ok())),
             _ => None,
         };
-        if let Some(decision) = settle {
+        // Published only when there may be something to settle: a worker
+        // said it staged, or a declared worker did not reply.
+        let staged = partials.iter().any(|p| p.staged);
+        if let Some(decision) = settle
+            && (staged || !missing.is_empty())
+        {
             self.settle(&task.request_id, decision).await;
         }
         Ok(Outcome {
@@ -241,6 +246,7 @@ impl Dispatcher {
             partials,
             missing,
             untrusted,
+            staged,
             settle,
             elapsed: started.elapsed(),
         })

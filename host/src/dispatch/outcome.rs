@@ -4,12 +4,13 @@
 //! ```json
 //! {"request_id": "...", "topic": "text.analyze", "status": "complete",
 //!  "partials": [{"worker": "node/plugin@1.0.0", "ok": true, "payload": {...}, "error": null}],
-//!  "missing": [], "untrusted": [], "settle": "commit", "elapsed_ms": 3}
+//!  "missing": [], "untrusted": [], "staged": true, "settle": "commit", "elapsed_ms": 3}
 //! ```
 //!
-//! `settle` is the decision published for the writes the workers staged
-//! (`commit` or `abort`), or `null` when none was (a sub-task, or the
-//! `manual` policy).
+//! `staged` says whether a worker (or a sub-task of one) staged writes;
+//! `settle` is the decision taken for them (`commit` or `abort`), or `null`
+//! when none was (a sub-task, or the `manual` policy). The decision is
+//! published only when there may be writes to settle.
 //!
 //! `payload` is the worker's bytes as a JSON value when they are JSON, and as
 //! a string (lossy UTF-8) otherwise.
@@ -65,7 +66,9 @@ pub struct Outcome {
     /// Interest list entries ignored because no trusted key signed them for
     /// this dispatch (distributed mode).
     pub untrusted: Vec<String>,
-    /// The decision published for the staged writes, if any.
+    /// Whether a worker (or a sub-task of one) staged writes.
+    pub staged: bool,
+    /// The decision taken for the staged writes, if any.
     pub settle: Option<crate::settle::Decision>,
     /// Time from dispatch to outcome.
     pub elapsed: Duration,
@@ -80,13 +83,14 @@ impl Outcome {
 
 impl Serialize for Outcome {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut s = serializer.serialize_struct("Outcome", 8)?;
+        let mut s = serializer.serialize_struct("Outcome", 9)?;
         s.serialize_field("request_id", &self.request_id)?;
         s.serialize_field("topic", &self.topic)?;
         s.serialize_field("status", &self.status)?;
         s.serialize_field("partials", &self.partials.iter().map(PartialJson).collect::<Vec<_>>())?;
         s.serialize_field("missing", &self.missing)?;
         s.serialize_field("untrusted", &self.untrusted)?;
+        s.serialize_field("staged", &self.staged)?;
         s.serialize_field("settle", &self.settle)?;
         s.serialize_field("elapsed_ms", &(self.elapsed.as_millis() as u64))?;
         s.end()
@@ -134,12 +138,13 @@ mod tests {
             topic: "t.x".into(),
             status: Status::Complete,
             partials: vec![
-                Partial { worker: worker("a"), result: Ok(br#"{"n": 1}"#.to_vec()) },
-                Partial { worker: worker("b"), result: Ok(b"plain text".to_vec()) },
-                Partial { worker: worker("c"), result: Err("boom".into()) },
+                Partial { worker: worker("a"), result: Ok(br#"{"n": 1}"#.to_vec()), staged: true },
+                Partial { worker: worker("b"), result: Ok(b"plain text".to_vec()), staged: false },
+                Partial { worker: worker("c"), result: Err("boom".into()), staged: false },
             ],
             missing: vec![],
             untrusted: vec![],
+            staged: true,
             settle: Some(crate::settle::Decision::Abort),
             elapsed: Duration::from_millis(12),
         };
@@ -153,7 +158,7 @@ mod tests {
                     {"worker": "n1/b@1.0.0", "ok": true, "payload": "plain text", "error": null},
                     {"worker": "n1/c@1.0.0", "ok": false, "payload": null, "error": "boom"},
                 ],
-                "missing": [], "untrusted": [], "settle": "abort", "elapsed_ms": 12
+                "missing": [], "untrusted": [], "staged": true, "settle": "abort", "elapsed_ms": 12
             })
         );
     }

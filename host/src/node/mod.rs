@@ -397,8 +397,10 @@ impl Version {
                 };
                 // What it staged is kept before its partial leaves, so that
                 // the decision can never arrive first.
-                let result = self.keep_staged(&task, instance.take_staged(), result);
-                let partial = self.partial(result);
+                let (ops, nested_staged) = instance.take_staged();
+                let staged = nested_staged || !ops.is_empty();
+                let result = self.keep_staged(&task, ops, result);
+                let partial = Partial { staged, ..self.partial(result) };
                 match closed {
                     Some(closed) => replies.send_declared_with_result(closed, partial).await,
                     None => replies.send(Reply::Partial(partial)).await,
@@ -438,7 +440,7 @@ impl Version {
             WorkerStats::bump(&self.stats.failed);
             tracing::debug!(error, "worker failed");
         }
-        Partial { worker: self.worker.clone(), result }
+        Partial { worker: self.worker.clone(), result, staged: false }
     }
 
     /// Declares in the ledger, then acknowledges. `false`: refused.
@@ -497,7 +499,7 @@ impl Version {
         if self.declare(task, replies).await {
             WorkerStats::bump(&self.stats.failed);
             let result = Err(format!("{what} {err}"));
-            replies.send(Reply::Partial(Partial { worker: self.worker.clone(), result })).await;
+            replies.send(Reply::Partial(Partial { worker: self.worker.clone(), result, staged: false })).await;
         }
     }
 }

@@ -437,6 +437,7 @@ impl Plugin {
             handling: false,
             deadline,
             tentative: Tentative::default(),
+            nested_staged: false,
         };
         let mut store = Store::new(&rt.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -516,9 +517,11 @@ impl Instance {
         self.outcome_of(result)
     }
 
-    /// The writes `handle` staged, leaving none.
-    pub fn take_staged(&mut self) -> Vec<Op> {
-        self.store.data_mut().tentative.take()
+    /// The writes `handle` staged, leaving none, and whether a sub-task it
+    /// dispatched had writes staged (for the same transaction).
+    pub fn take_staged(&mut self) -> (Vec<Op>, bool) {
+        let state = self.store.data_mut();
+        (state.tentative.take(), state.nested_staged)
     }
 
     /// Turns the outcome of a guarded call into a [`CallError`] that says
@@ -571,6 +574,8 @@ pub struct TaskState {
     plugin: String,
     /// What `handle` staged.
     tentative: Tentative,
+    /// Whether a sub-task `handle` dispatched had writes staged.
+    nested_staged: bool,
     /// Whether `handle` was called (sub-tasks may be dispatched only then).
     handling: bool,
     /// When the instance is stopped.
@@ -611,7 +616,13 @@ impl bindings::DispatchHost for TaskState {
         };
         tracing::debug!(worker = &*self.worker, request_id = &*self.request_id, topic, "dispatching a sub-task");
         match parent.dispatch(self.deadline, topic, payload, options).await {
-            Ok(outcome) => Ok(wit_outcome(outcome)),
+            Ok(outcome) => {
+                // Writes staged down there are settled with this task's
+                // transaction; its partial will say so. (A sub-task whose
+                // workers did not all reply may have staged too.)
+                self.nested_staged |= outcome.staged || !outcome.missing.is_empty();
+                Ok(wit_outcome(outcome))
+            }
             Err(err) => Err(wit_nest_error(err)),
         }
     }

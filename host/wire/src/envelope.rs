@@ -18,7 +18,7 @@
 //! | plugin | short |
 //! | version | short |
 //! | digest | 32: SHA-256 of the plugin's file |
-//! | flags | 1: bit 0 acknowledgement, bit 1 result; other bits 0 |
+//! | flags | 1: bit 0 acknowledgement, bit 1 result, bit 2 staged (only with a result); other bits 0 |
 //! | interest | 1 (if acknowledgement): 0 not interested, 1 declared, 2 refused |
 //! | closed | 1 (if acknowledgement): 0, or 1 followed by a 2-byte count and that many `medium` entries |
 //! | status | 1 (if result): 0 ok, 1 error |
@@ -26,7 +26,8 @@
 //! | signature | 64: ed25519 over every byte before it |
 //!
 //! A result comes only from a declared worker: with both flags set, the
-//! interest must be "declared".
+//! interest must be "declared". The staged flag says that the worker (or a
+//! sub-task it dispatched) staged writes that await a settle decision.
 
 use crate::codec::{Reader, Writer};
 use crate::key::PublicKey;
@@ -37,6 +38,7 @@ pub const TAG: &[u8; 16] = b"anocast-reply-v1";
 
 const HAS_ACK: u8 = 0b01;
 const HAS_RESULT: u8 = 0b10;
+const STAGED: u8 = 0b100;
 
 /// What a receiving worker made of a task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +78,9 @@ pub struct Envelope {
     pub ack: Option<Ack>,
     /// The result, if it carries one.
     pub result: Option<Outcome>,
+    /// With a result: the worker, or a sub-task it dispatched, staged writes
+    /// that await a settle decision.
+    pub staged: bool,
 }
 
 impl Envelope {
@@ -106,7 +111,9 @@ impl Envelope {
             .short(&self.worker.plugin)
             .short(&self.worker.version)
             .bytes(&self.worker.digest);
-        let flags = if self.ack.is_some() { HAS_ACK } else { 0 } | if self.result.is_some() { HAS_RESULT } else { 0 };
+        let flags = if self.ack.is_some() { HAS_ACK } else { 0 }
+            | if self.result.is_some() { HAS_RESULT } else { 0 }
+            | if self.staged { STAGED } else { 0 };
         w.u8(flags);
         if let Some(ack) = &self.ack {
             w.u8(match ack.interest {
@@ -145,6 +152,9 @@ impl Envelope {
                 return Err(WireError::new("a result from a worker that did not declare"));
             }
             _ => {}
+        }
+        if self.staged && self.result.is_none() {
+            return Err(WireError::new("the staged flag without a result"));
         }
         if let Some(Ack { closed: Some(entries), .. }) = &self.ack {
             if entries.len() > u16::MAX as usize {
@@ -202,7 +212,7 @@ impl<'a> Sealed<'a> {
         let version = r.short("version")?.to_owned();
         let digest = r.array("digest")?;
         let flags = r.u8("flags")?;
-        if flags & !(HAS_ACK | HAS_RESULT) != 0 {
+        if flags & !(HAS_ACK | HAS_RESULT | STAGED) != 0 {
             return Err(WireError::new("unknown flags"));
         }
         let ack = if flags & HAS_ACK != 0 {
@@ -249,6 +259,7 @@ impl<'a> Sealed<'a> {
             worker: Worker { node, plugin, version, key, digest },
             ack,
             result,
+            staged: flags & STAGED != 0,
         };
         // The same checks as on sending: what one side encodes the other
         // accepts, and nothing more.

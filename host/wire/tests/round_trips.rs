@@ -29,20 +29,21 @@ fn envelope_strategy() -> impl Strategy<Value = Envelope> {
         proptest::collection::vec(any::<u8>(), 0..300).prop_map(Ok),
         "\\PC{0,60}".prop_map(Err),
     ]);
-    (any::<u64>(), topic, "[!-+\\--~]{1,128}", worker_strategy(), ack, result)
+    (any::<u64>(), topic, "[!-+\\--~]{1,128}", worker_strategy(), ack, result, any::<bool>())
         .prop_filter(
             "an envelope carries something, and a result only after a declaration",
-            |(.., ack, result)| match (ack, result) {
+            |(_, _, _, _, ack, result, _)| match (ack, result) {
                 (None, None) => false,
                 (Some(ack), Some(_)) => ack.interest == Interest::Declared,
                 _ => true,
             },
         )
-        .prop_map(|(timestamp_ms, topic, request_id, worker, ack, result)| Envelope {
+        .prop_map(|(timestamp_ms, topic, request_id, worker, ack, result, staged)| Envelope {
             timestamp_ms,
             topic,
             request_id,
             worker,
+            staged: staged && result.is_some(),
             ack,
             result,
         })
