@@ -91,8 +91,29 @@ fn bad_input_gets_one_clear_line_and_a_non_zero_exit() -> anyhow::Result<()> {
     let url = format!("http://127.0.0.1:{port}");
     assert_one_line_error(&anocast(&["dispatch", "echo", "hi", "--url", &url]), "cannot reach the anocast node");
     assert_one_line_error(&anocast(&["plugins", "list", "--url", &url]), "cannot reach the anocast node");
+    assert_one_line_error(&anocast(&["settle", "r-1", "commit", "--url", &url]), "cannot reach the anocast node");
+    let config = dir.write("deep.toml", b"max_depth = 99\n")?;
+    assert_one_line_error(&anocast(&["serve", "--config", path(&config)]), "max_depth must be 0-64");
+    let config = dir.write("expiry.toml", b"stage_expiry = \"soon\"\n")?;
+    assert_one_line_error(
+        &anocast(&["serve", "--plugins", path(dir.path()), "--config", path(&config)]),
+        "invalid stage_expiry",
+    );
 
     // Usage errors are clap's: exit 2.
+    for (args, why) in [
+        (&["run", "--plugins", path(dir.path()), "echo", "--settle", "sometimes"][..], "unknown settle policy"),
+        (&["settle", "r-1", "maybe"][..], "invalid value 'maybe'"),
+        (&["serve", "--plugins", path(dir.path()), "--max-depth", "65"][..], "not in 0..=64"),
+    ] {
+        let out = anocast(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(why),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     let out = anocast(&["run", "--plugins", path(dir.path()), "echo", "--timeout", "5"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("expected a duration"));

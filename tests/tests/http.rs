@@ -59,6 +59,10 @@ async fn dispatch_answers_the_outcome_json() -> anyhow::Result<()> {
     assert_eq!(json["missing"], serde_json::json!(["test/misbehave@0.1.0"]));
     let (_, json) = api.post("/v1/dispatch/nobody.home?grace_ms=50", b"").await?;
     assert_eq!(json["status"], "no_interest");
+    // A manual settle is accepted for any request id (nodes that staged
+    // nothing for it ignore it).
+    let (status, json) = api.post("/v1/settle/r-1/abort", b"").await?;
+    assert_eq!((status, &json), (202, &serde_json::json!({"request_id": "r-1", "settle": "abort"})));
     Ok(())
 }
 
@@ -72,6 +76,9 @@ async fn malformed_requests_get_a_4xx_with_a_json_error() -> anyhow::Result<()> 
         ("/v1/dispatch/echo?color=red", "unknown field"),
         ("/v1/dispatch/echo?timeout_ms=0", "timeout must be"),
         ("/v1/dispatch/echo?timeout_ms=99999999999", "timeout must be"),
+        ("/v1/dispatch/echo?settle=sometimes", "unknown settle policy"),
+        ("/v1/settle/r-1/maybe", "the decision must be commit or abort"),
+        ("/v1/settle/a,b/commit", "invalid request id"),
     ] {
         let (status, json) = api.post(path, b"x").await?;
         assert_eq!(status, 400, "{path}");
