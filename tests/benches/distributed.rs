@@ -159,22 +159,7 @@ async fn distributed(settings: Settings) -> anyhow::Result<()> {
     let floor_throughput = {
         let (nats, conn, echo, task) = (nats_client.clone(), conn.clone(), echo.clone(), task.clone());
         let key = std::sync::Arc::new(NodeKey::generate()?);
-        let worker = Worker {
-            node: "bench-node".into(),
-            plugin: "echo".into(),
-            version: "0.1.0".into(),
-            key: key.public(),
-            digest: [7; 32],
-        };
-        let partial = std::sync::Arc::new(Envelope {
-            timestamp_ms: 1_767_225_600_000,
-            topic: "bench.one".into(),
-            request_id: "0196a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b".into(),
-            worker,
-            ack: None,
-            result: Some(Ok(payload.clone())),
-            staged: false,
-        });
+        let partial = std::sync::Arc::new(bench_partial(&bench_worker(&key), &payload));
         let body = payload.clone();
         bench::throughput(&settings, move || {
             let (nats, conn, echo, task) = (nats.clone(), conn.clone(), echo.clone(), task.clone());
@@ -226,6 +211,33 @@ async fn distributed(settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
+const BENCH_TOPIC: &str = "bench.one";
+const BENCH_REQUEST_ID: &str = "0196a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b";
+
+/// The echo worker of the bench node, signing with `key`.
+fn bench_worker(key: &NodeKey) -> Worker {
+    Worker {
+        node: "bench-node".into(),
+        plugin: "echo".into(),
+        version: "0.1.0".into(),
+        key: key.public(),
+        digest: [7; 32],
+    }
+}
+
+/// A partial of `worker` with `payload`, as it is sealed for a dispatch.
+fn bench_partial(worker: &Worker, payload: &[u8]) -> Envelope {
+    Envelope {
+        timestamp_ms: 1_767_225_600_000,
+        topic: BENCH_TOPIC.into(),
+        request_id: BENCH_REQUEST_ID.into(),
+        worker: worker.clone(),
+        ack: None,
+        result: Some(Ok(payload.to_vec())),
+        staged: false,
+    }
+}
+
 /// `1.23x`: `stats`'s median over `floor`.
 fn ratio(stats: &Stats, floor: Duration) -> String {
     format!("{:.2}x", stats.p50.as_secs_f64() / floor.as_secs_f64())
@@ -236,23 +248,9 @@ fn ratio(stats: &Stats, floor: Duration) -> String {
 fn signing(settings: &Settings, one: Duration) -> anyhow::Result<Duration> {
     let n = settings.latency_samples / 4;
     let key = NodeKey::generate()?;
-    let worker = Worker {
-        node: "bench-node".into(),
-        plugin: "echo".into(),
-        version: "0.1.0".into(),
-        key: key.public(),
-        digest: [7; 32],
-    };
-    let (topic, request_id) = ("bench.one", "0196a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b");
-    let envelope = |payload: &[u8]| Envelope {
-        timestamp_ms: 1_767_225_600_000,
-        topic: topic.into(),
-        request_id: request_id.into(),
-        worker: worker.clone(),
-        ack: None,
-        result: Some(Ok(payload.to_vec())),
-        staged: false,
-    };
+    let worker = bench_worker(&key);
+    let (topic, request_id) = (BENCH_TOPIC, BENCH_REQUEST_ID);
+    let envelope = |payload: &[u8]| bench_partial(&worker, payload);
     let partial = envelope(b"hello, anocast");
     let sealed = partial.seal(&key)?;
     let entry = Declaration::entry(topic, request_id, &worker, &key)?;

@@ -205,6 +205,34 @@ async fn staged_writes_are_committed_into_redis_once_or_aborted() -> anyhow::Res
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_of_a_worker_that_missed_the_deadline_are_dropped() -> anyhow::Result<()> {
+    let mesh = Mesh::start()?;
+    let a = mesh.node("a", &[guests::STAGER])?;
+    converge(&[&a], 1).await?;
+    // It stages, then works past the 300 ms deadline: the outcome (timed
+    // out) is decided, commit by this dispatch's policy, before its writes
+    // reach its node.
+    let started = Instant::now();
+    let outcome = reqwest::Client::new()
+        .post(format!("{}/v1/dispatch/stage.write?timeout_ms=300&settle=commit", a.url))
+        .body("late=1;sleep=350")
+        .send()
+        .await?
+        .json::<Value>()
+        .await?;
+    assert_eq!((outcome["status"].as_str(), outcome["settle"].as_str()), (Some("timed_out"), Some("commit")));
+    // Kept after the decision, they expire at the next sweep (not 30 s
+    // later), never applied, and the plugin's hook hears so.
+    settle_count(&a.url, "expired", 1).await?;
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    settle_count(&a.url, "hooks", 1).await?;
+    let stats = settle_stats(&a.url).await?;
+    assert_eq!((stats["committed"].as_u64(), stats["late_commits"].as_u64()), (Some(0), Some(0)), "{stats}");
+    assert_eq!(redis_value(&mesh.redis, "stager", "late").await?, None);
+    mesh.redis.assert_every_key_expires().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_between_staging_and_commit_applies_nothing() -> anyhow::Result<()> {
     let mesh = Mesh::start()?;
     let mut a = mesh.node("a", &[guests::STAGER])?;

@@ -24,7 +24,7 @@
 
 mod store;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -249,8 +249,12 @@ struct Staged {
 /// duplicates and late commits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Past {
+    /// Its writes here were committed or dropped.
     Settled,
+    /// Its writes here expired.
     Expired,
+    /// Decided while nothing was staged here for it.
+    Decided,
 }
 
 /// How long a settled or expired transaction is remembered.
@@ -262,7 +266,44 @@ const MAX_REMEMBERED: usize = 100_000;
 struct Book {
     pending: HashMap<Arc<str>, Vec<Staged>>,
     past: HashMap<Arc<str>, (Past, Instant)>,
+    /// `past`'s transactions in the order they were remembered, to forget
+    /// the oldest first.
+    past_order: VecDeque<(Arc<str>, Instant)>,
     bytes: usize,
+}
+
+impl Book {
+    /// Remembers what became of `transaction`, forgetting the oldest beyond
+    /// the limit.
+    fn remember(&mut self, transaction: Arc<str>, past: Past) {
+        let now = Instant::now();
+        self.past.insert(transaction.clone(), (past, now));
+        self.past_order.push_back((transaction, now));
+        while self.past_order.len() > MAX_REMEMBERED {
+            self.forget_oldest();
+        }
+    }
+
+    /// Forgets what was remembered longer than [`REMEMBER`] ago.
+    fn forget_old(&mut self, now: Instant) {
+        while self.past_order.front().is_some_and(|(_, at)| now.duration_since(*at) >= REMEMBER) {
+            self.forget_oldest();
+        }
+    }
+
+    fn forget_oldest(&mut self) {
+        if let Some((transaction, at)) = self.past_order.pop_front()
+            // Unless it was remembered again since.
+            && self.past.get(&transaction).is_some_and(|(_, when)| *when == at)
+        {
+            self.past.remove(&transaction);
+        }
+    }
+
+    /// What became of `transaction`, if it is remembered.
+    fn past(&self, transaction: &str) -> Option<Past> {
+        self.past.get(transaction).map(|(past, _)| *past)
+    }
 }
 
 /// A node's staged writes, by transaction.
@@ -329,13 +370,20 @@ impl Staging {
             return Err(format!("the node's staging is full ({} MiB)", self.config.max_bytes >> 20));
         }
         book.bytes += bytes;
+        // Writes that come after their transaction was settled (a worker
+        // that did not reply in time) can never be decided on: they expire
+        // at the next sweep.
+        let expires = match book.past(transaction) {
+            Some(_) => Instant::now(),
+            None => deadline + self.config.expiry,
+        };
         book.pending.entry(transaction.clone()).or_default().push(Staged {
             plugin: plugin.clone(),
             label: label.clone(),
             request_id: request_id.clone(),
             ops,
             bytes,
-            expires: deadline + self.config.expiry,
+            expires,
         });
         drop(book);
         bump(&self.stats.staged);
@@ -351,11 +399,16 @@ impl Staging {
             match book.pending.remove(transaction) {
                 Some(entries) => {
                     book.bytes -= entries.iter().map(|e| e.bytes).sum::<usize>();
-                    remember(&mut book, Arc::from(transaction), Past::Settled);
+                    book.remember(Arc::from(transaction), Past::Settled);
                     entries
                 }
                 None => {
-                    let past = book.past.get(transaction).map(|(past, _)| *past);
+                    let past = book.past(transaction);
+                    if past.is_none() {
+                        // Writes may still come (a worker that missed the
+                        // deadline): remembered, they expire at once.
+                        book.remember(Arc::from(transaction), Past::Decided);
+                    }
                     drop(book);
                     return match past {
                         Some(Past::Settled) => {
@@ -373,7 +426,7 @@ impl Staging {
                             }
                             Settled::Expired
                         }
-                        None => Settled::Unknown,
+                        Some(Past::Decided) | None => Settled::Unknown,
                     };
                 }
             }
@@ -418,11 +471,11 @@ impl Staging {
             for transaction in due {
                 if let Some(entries) = book.pending.remove(&transaction) {
                     book.bytes -= entries.iter().map(|e| e.bytes).sum::<usize>();
-                    remember(&mut book, transaction, Past::Expired);
+                    book.remember(transaction, Past::Expired);
                     expired.extend(entries);
                 }
             }
-            book.past.retain(|_, (_, at)| now.duration_since(*at) < REMEMBER);
+            book.forget_old(now);
         }
         for entry in expired {
             bump(&self.stats.expired);
@@ -447,15 +500,6 @@ impl Staging {
             }
         }
     }
-}
-
-fn remember(book: &mut Book, transaction: Arc<str>, past: Past) {
-    if book.past.len() >= MAX_REMEMBERED
-        && let Some(oldest) = book.past.iter().min_by_key(|(_, (_, at))| *at).map(|(t, _)| t.clone())
-    {
-        book.past.remove(&oldest);
-    }
-    book.past.insert(transaction, (past, Instant::now()));
 }
 
 /// Longest a `settle` hook may run.
