@@ -41,6 +41,11 @@ fn main() {
         let path = release.join(format!("{}.wasm", plugin.replace('-', "_")));
         consts.push_str(&constant(plugin, &path));
     }
+    for plugin in python_plugins(&plugins_dir) {
+        println!("cargo:rerun-if-changed={}", plugins_dir.join(&plugin).display());
+        let path = build_python(&root, &plugin, &target_dir.join("python"));
+        consts.push_str(&constant(&plugin, &path));
+    }
     for example in examples(&manifest_dir.join("guests").join("examples")) {
         let path = release.join("examples").join(format!("{}.wasm", example.replace('-', "_")));
         consts.push_str(&constant(&example, &path));
@@ -58,6 +63,67 @@ fn rust_plugins(dir: &Path) -> Vec<String> {
         .collect();
     names.sort();
     names
+}
+
+/// Member folders of `plugins/` that hold a Python plugin (`app.py`).
+fn python_plugins(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("reading plugins/")
+        .filter_map(Result::ok)
+        .filter(|e| e.path().join("app.py").is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Builds the Python plugin `name` with componentize-py (installed into
+/// `target/tools` by `cargo xtask plugins`), unless the component is newer
+/// than its sources and the WIT contract.
+fn build_python(root: &Path, name: &str, out: &Path) -> PathBuf {
+    let tool = root.join("target").join("tools").join("componentize-py");
+    assert!(
+        tool.join("componentize_py").is_dir(),
+        "plugins/{name} is a Python plugin, built with componentize-py: run `cargo xtask plugins` (or `cargo xtask test`), which installs it into {}",
+        tool.display()
+    );
+    std::fs::create_dir_all(out).expect("creating the Python plugins' folder");
+    let dest = out.join(format!("{name}.wasm"));
+    let partial = out.join(format!(".{name}.wasm.partial"));
+    let source = root.join("plugins").join(name);
+    let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    let newest_source = std::fs::read_dir(&source)
+        .expect("reading a Python plugin's folder")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .chain([root.join("wit").join("worker.wit")])
+        .filter_map(|p| modified(&p))
+        .max();
+    if modified(&dest).is_some_and(|built| newest_source.is_some_and(|source| built > source)) {
+        return dest;
+    }
+    let output = Command::new("python3")
+        .args([
+            "-c",
+            "import sys; from componentize_py import script; sys.argv[0] = 'componentize-py'; sys.exit(script())",
+        ])
+        .env("PYTHONPATH", &tool)
+        .arg("-d")
+        .arg(root.join("wit"))
+        .args(["-w", "worker", "componentize", "-p"])
+        .arg(&source)
+        .arg("app")
+        .arg("-o")
+        .arg(&partial)
+        .output()
+        .unwrap_or_else(|e| panic!("running componentize-py for plugins/{name}: {e}"));
+    assert!(
+        output.status.success(),
+        "componentize-py failed on plugins/{name}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    std::fs::rename(&partial, &dest).expect("moving the built Python plugin into place");
+    dest
 }
 
 /// The test guests: one example file each.

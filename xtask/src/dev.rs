@@ -13,7 +13,7 @@ use std::time::Duration;
 use notify_debouncer_full::notify::{EventKind, RecursiveMode};
 use notify_debouncer_full::{DebounceEventResult, new_debouncer};
 
-use crate::{cargo_wasm, install_plugin, root, rust_plugins, step};
+use crate::{build_python_plugin, cargo_wasm, install_plugin, python_plugins, root, rust_plugins, step};
 
 /// Rebuilds on every source change until `node` exits.
 pub fn rebuild_on_change(mut node: Child) -> anyhow::Result<()> {
@@ -50,7 +50,8 @@ pub fn rebuild_on_change(mut node: Child) -> anyhow::Result<()> {
 /// The plugins that changed `paths` concern: one plugin's own files, or
 /// all of them for the SDK, the WIT contract or the workspace's manifest.
 fn affected(root: &Path, paths: &[PathBuf]) -> anyhow::Result<BTreeSet<String>> {
-    let all = rust_plugins()?;
+    let rust = rust_plugins()?;
+    let all: Vec<String> = rust.iter().cloned().chain(python_plugins()?).collect();
     let mut names = BTreeSet::new();
     for path in paths {
         let Ok(relative) = path.strip_prefix(root) else { continue };
@@ -59,9 +60,10 @@ fn affected(root: &Path, paths: &[PathBuf]) -> anyhow::Result<BTreeSet<String>> 
             continue;
         }
         match parts.as_slice() {
-            [top, ..] if top == "guest-sdk" || top == "wit" => names.extend(all.iter().cloned()),
+            [top, ..] if top == "wit" => names.extend(all.iter().cloned()),
+            [top, ..] if top == "guest-sdk" => names.extend(rust.iter().cloned()),
             [top, file] if top == "plugins" && (file == "Cargo.toml" || file == "Cargo.lock") => {
-                names.extend(all.iter().cloned())
+                names.extend(rust.iter().cloned())
             }
             [top, plugin, ..] if top == "plugins" && all.contains(plugin) => {
                 names.insert(plugin.clone());
@@ -75,8 +77,11 @@ fn affected(root: &Path, paths: &[PathBuf]) -> anyhow::Result<BTreeSet<String>> 
 fn rebuild(names: &BTreeSet<String>) {
     for name in names {
         step(&format!("{name} changed: rebuilding"));
-        let built =
-            cargo_wasm(&["build"], "plugins/Cargo.toml", &["-p", name], &[]).and_then(|()| install_plugin(name));
+        let built = if root().join("plugins").join(name).join("app.py").is_file() {
+            build_python_plugin(name)
+        } else {
+            cargo_wasm(&["build"], "plugins/Cargo.toml", &["-p", name], &[]).and_then(|()| install_plugin(name))
+        };
         match built {
             Ok(path) => eprintln!("{name}: installed {}; the node swaps it in", path.display()),
             Err(err) => eprintln!("{name}: {err:#}; the node keeps serving the last good version"),
@@ -91,14 +96,18 @@ mod tests {
     #[test]
     fn a_change_rebuilds_the_plugins_it_concerns() -> anyhow::Result<()> {
         let root = root();
-        let all: BTreeSet<String> = rust_plugins()?.into_iter().collect();
-        let one = all.iter().next().cloned().ok_or_else(|| anyhow::anyhow!("no plugin in plugins/"))?;
+        let rust: BTreeSet<String> = rust_plugins()?.into_iter().collect();
+        let python: BTreeSet<String> = python_plugins()?.into_iter().collect();
+        let all: BTreeSet<String> = rust.union(&python).cloned().collect();
+        let one = rust.iter().next().cloned().ok_or_else(|| anyhow::anyhow!("no Rust plugin in plugins/"))?;
+        let py = python.iter().next().cloned().ok_or_else(|| anyhow::anyhow!("no Python plugin in plugins/"))?;
         let concerned = |paths: &[&str]| affected(&root, &paths.iter().map(|p| root.join(p)).collect::<Vec<_>>());
         assert_eq!(concerned(&[&format!("plugins/{one}/src/lib.rs")])?, BTreeSet::from([one.clone()]));
         assert_eq!(concerned(&[&format!("plugins/{one}/Cargo.toml")])?, BTreeSet::from([one.clone()]));
-        assert_eq!(concerned(&["guest-sdk/src/lib.rs"])?, all);
+        assert_eq!(concerned(&[&format!("plugins/{py}/app.py")])?, BTreeSet::from([py.clone()]));
+        assert_eq!(concerned(&["guest-sdk/src/lib.rs"])?, rust, "the Rust SDK concerns Rust plugins only");
         assert_eq!(concerned(&["wit/worker.wit"])?, all);
-        assert_eq!(concerned(&["plugins/Cargo.toml"])?, all);
+        assert_eq!(concerned(&["plugins/Cargo.toml"])?, rust);
         assert!(
             concerned(&[&format!("plugins/{one}/target/debug/x"), "plugins/no-such-plugin/src/lib.rs"])?.is_empty()
         );

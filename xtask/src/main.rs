@@ -150,6 +150,94 @@ fn rust_plugins() -> anyhow::Result<Vec<String>> {
     Ok(names)
 }
 
+/// The Python plugins of `plugins/`: folders holding an `app.py`.
+fn python_plugins() -> anyhow::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(root().join("plugins")).context("reading plugins/")? {
+        let entry = entry?;
+        if entry.path().join("app.py").is_file() {
+            names.push(entry.file_name().to_string_lossy().into_owned());
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// The componentize-py release Python plugins are built with.
+const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
+
+/// Where componentize-py is installed (the tests' build script looks there
+/// too).
+fn componentize_py_dir() -> PathBuf {
+    root().join("target").join("tools").join("componentize-py")
+}
+
+/// Installs componentize-py with pip into `target/tools` when it is
+/// missing (once; it works offline afterwards) and returns a command that
+/// runs it.
+fn componentize_py() -> anyhow::Result<Command> {
+    let dir = componentize_py_dir();
+    let marker = dir.join(format!(".installed-{COMPONENTIZE_PY}"));
+    if !marker.is_file() {
+        let pip_works =
+            Command::new("python3").args(["-m", "pip", "--version"]).output().is_ok_and(|o| o.status.success());
+        if !pip_works {
+            bail!(
+                "Python plugins are built with {COMPONENTIZE_PY}, which needs python3 and pip to install \
+                 (Debian: apt-get install python3 python3-pip)"
+            );
+        }
+        step(&format!("installing {COMPONENTIZE_PY} into {} (pip, once)", relative(&dir)));
+        let pip = |extra: &[&str]| {
+            let mut cmd = Command::new("python3");
+            cmd.args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--root-user-action=ignore",
+                "--target",
+            ])
+            .arg(&dir)
+            .arg(COMPONENTIZE_PY)
+            .args(extra);
+            cmd
+        };
+        if !pip(&[]).status().is_ok_and(|s| s.success()) {
+            // Debian marks its Python as externally managed (PEP 668); the
+            // files go to target/tools only, so overriding that is safe.
+            run(&mut pip(&["--break-system-packages"]), "pip install componentize-py")?;
+        }
+        std::fs::write(&marker, b"")?;
+    }
+    let mut cmd = Command::new("python3");
+    cmd.args([
+        "-c",
+        "import sys; from componentize_py import script; sys.argv[0] = 'componentize-py'; sys.exit(script())",
+    ])
+    .env("PYTHONPATH", &dir);
+    Ok(cmd)
+}
+
+/// Builds the Python plugin `name` (`plugins/<name>/app.py`) into
+/// `target/plugins`, written aside and renamed into place; returns its path.
+fn build_python_plugin(name: &str) -> anyhow::Result<PathBuf> {
+    let root = root();
+    let out = root.join("target").join("plugins");
+    std::fs::create_dir_all(&out)?;
+    let dest = out.join(format!("{name}.wasm"));
+    let partial = out.join(format!(".{name}.wasm.partial"));
+    let mut cmd = componentize_py()?;
+    cmd.arg("-d").arg(root.join("wit")).args(["-w", "worker", "componentize", "-p"]);
+    let output = cmd.arg(root.join("plugins").join(name)).arg("app").arg("-o").arg(&partial).output()?;
+    if !output.status.success() {
+        bail!("componentize-py failed on plugins/{name}: {}", String::from_utf8_lossy(&output.stderr).trim());
+    }
+    std::fs::rename(&partial, &dest)?;
+    Ok(dest)
+}
+
 /// Where guests are compiled: shared by the plugins, the test guests, the
 /// tests' build script and clippy, so each is compiled once.
 fn guest_target_dir() -> PathBuf {
@@ -170,17 +258,26 @@ fn cargo_wasm(subcommand: &[&str], manifest: &str, extra: &[&str], tool: &[&str]
     run(&mut cmd, &format!("cargo {} ({manifest})", subcommand.join(" ")))
 }
 
-/// Builds the plugins into `target/plugins`; returns that folder.
+/// Builds the plugins, whatever their language, into `target/plugins`;
+/// returns that folder.
 fn plugins() -> anyhow::Result<PathBuf> {
     ensure_wasm_target()?;
     let root = root();
-    let names = rust_plugins()?;
-    step(&format!("building {} plugin(s) for wasm32-wasip2", names.len()));
+    let rust = rust_plugins()?;
+    let python = python_plugins()?;
+    let total = rust.len() + python.len();
+    step(&format!("building {total} plugin(s): {} in Rust, {} in Python", rust.len(), python.len()));
     cargo_wasm(&["build"], "plugins/Cargo.toml", &[], &[])?;
-    for (i, name) in names.iter().enumerate() {
-        let dest = install_plugin(name)?;
-        let size = std::fs::metadata(&dest)?.len();
-        eprintln!("[{}/{}] {name} -> {} ({} KiB)", i + 1, names.len(), relative(&dest), size / 1024);
+    let report = |i: usize, name: &str, lang: &str, dest: &Path| -> anyhow::Result<()> {
+        let size = std::fs::metadata(dest)?.len();
+        eprintln!("[{i}/{total}] {name} ({lang}) -> {} ({} KiB)", relative(dest), size / 1024);
+        Ok(())
+    };
+    for (i, name) in rust.iter().enumerate() {
+        report(i + 1, name, "rust", &install_plugin(name)?)?;
+    }
+    for (i, name) in python.iter().enumerate() {
+        report(rust.len() + i + 1, name, "python", &build_python_plugin(name)?)?;
     }
     Ok(root.join("target").join("plugins"))
 }
@@ -349,6 +446,8 @@ fn dev(args: &[String]) -> anyhow::Result<()> {
 fn test() -> anyhow::Result<()> {
     ensure_wasm_target()?;
     ensure_packages(&[("redis-server", "redis-server"), ("nats-server", "nats-server")])?;
+    // The tests' build script builds the Python plugins with it.
+    componentize_py()?;
     let guest_workspaces = ["plugins/Cargo.toml", "tests/guests/Cargo.toml"];
 
     step("cargo fmt --check");
