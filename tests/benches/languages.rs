@@ -30,6 +30,13 @@ async fn call(plugin: &Plugin, task: &WitTask) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A fresh instance, no call: what a task costs before the guest runs.
+async fn instantiate(plugin: &Plugin) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    plugin.instantiate(Arc::from("bench"), Arc::from("bench"), deadline, None).await?;
+    Ok(())
+}
+
 /// One dispatch that must complete with one ok partial.
 async fn dispatch(host: &Host, topic: &Topic, text: &[u8]) -> anyhow::Result<()> {
     let options = DispatchOptions { timeout: Duration::from_secs(10), ..DispatchOptions::default() };
@@ -67,13 +74,19 @@ async fn languages(settings: Settings) -> anyhow::Result<()> {
     let (rust_plugin, py_plugin) = (rust.plugins().plugins()[0].clone(), python.plugins().plugins()[0].clone());
     const ROUNDS: usize = 5;
     let (mut r, mut p, mut rd, mut pd) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut ri, mut pi) = (Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
+        ri.extend(sample(n / ROUNDS, || instantiate(&rust_plugin)).await?);
+        pi.extend(sample(n / ROUNDS, || instantiate(&py_plugin)).await?);
         r.extend(sample(n / ROUNDS, || call(&rust_plugin, &task)).await?);
         p.extend(sample(n / ROUNDS, || call(&py_plugin, &task)).await?);
         rd.extend(sample(n / ROUNDS, || dispatch(&rust, &topic, &text)).await?);
         pd.extend(sample(n / ROUNDS, || dispatch(&python, &topic, &text)).await?);
     }
     let (r, p, rd, pd) = (Stats::of(r), Stats::of(p), Stats::of(rd), Stats::of(pd));
+    let (ri, pi) = (Stats::of(ri), Stats::of(pi));
+    row("rust: a fresh instance alone", &ri, None);
+    row("python: a fresh instance alone", &pi, Some(ri.p50));
     row("rust: task on a fresh instance", &r, None);
     row("python: task on a fresh instance", &p, Some(r.p50));
     row("rust: one-plugin dispatch", &rd, None);
