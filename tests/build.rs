@@ -26,7 +26,7 @@ fn main() {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
     let plugins_dir = root.join("plugins");
-    let plugins = rust_plugins(&plugins_dir);
+    let plugins = plugin_folders(&plugins_dir, "Cargo.toml");
     for plugin in &plugins {
         println!("cargo:rerun-if-changed={}", plugins_dir.join(plugin).join("src").display());
         println!("cargo:rerun-if-changed={}", plugins_dir.join(plugin).join("Cargo.toml").display());
@@ -41,7 +41,7 @@ fn main() {
         let path = release.join(format!("{}.wasm", plugin.replace('-', "_")));
         consts.push_str(&constant(plugin, &path));
     }
-    for plugin in python_plugins(&plugins_dir) {
+    for plugin in plugin_folders(&plugins_dir, "app.py") {
         println!("cargo:rerun-if-changed={}", plugins_dir.join(&plugin).display());
         let path = build_python(&root, &plugin, &target_dir.join("python"));
         consts.push_str(&constant(&plugin, &path));
@@ -53,24 +53,13 @@ fn main() {
     std::fs::write(out_dir.join("guests.rs"), consts).expect("writing guests.rs");
 }
 
-/// Member folders of the plugins workspace that hold a Rust crate.
-fn rust_plugins(dir: &Path) -> Vec<String> {
+/// Folders of `plugins/` that hold a file named `marker` (`Cargo.toml`:
+/// a Rust plugin, `app.py`: a Python one), sorted.
+fn plugin_folders(dir: &Path, marker: &str) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .expect("reading plugins/")
         .filter_map(Result::ok)
-        .filter(|e| e.path().join("Cargo.toml").is_file())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
-
-/// Member folders of `plugins/` that hold a Python plugin (`app.py`).
-fn python_plugins(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .expect("reading plugins/")
-        .filter_map(Result::ok)
-        .filter(|e| e.path().join("app.py").is_file())
+        .filter(|e| e.path().join(marker).is_file())
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();

@@ -139,10 +139,15 @@ fn ensure_packages(programs: &[(&str, &str)]) -> anyhow::Result<()> {
 
 /// The Rust plugins of `plugins/`: folders holding a Cargo.toml.
 fn rust_plugins() -> anyhow::Result<Vec<String>> {
+    plugin_folders("Cargo.toml")
+}
+
+/// The folders of `plugins/` that hold a file named `marker`, sorted.
+fn plugin_folders(marker: &str) -> anyhow::Result<Vec<String>> {
     let mut names = Vec::new();
     for entry in std::fs::read_dir(root().join("plugins")).context("reading plugins/")? {
         let entry = entry?;
-        if entry.path().join("Cargo.toml").is_file() {
+        if entry.path().join(marker).is_file() {
             names.push(entry.file_name().to_string_lossy().into_owned());
         }
     }
@@ -152,15 +157,7 @@ fn rust_plugins() -> anyhow::Result<Vec<String>> {
 
 /// The Python plugins of `plugins/`: folders holding an `app.py`.
 fn python_plugins() -> anyhow::Result<Vec<String>> {
-    let mut names = Vec::new();
-    for entry in std::fs::read_dir(root().join("plugins")).context("reading plugins/")? {
-        let entry = entry?;
-        if entry.path().join("app.py").is_file() {
-            names.push(entry.file_name().to_string_lossy().into_owned());
-        }
-    }
-    names.sort();
-    Ok(names)
+    plugin_folders("app.py")
 }
 
 /// The componentize-py release Python plugins are built with.
