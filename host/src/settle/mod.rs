@@ -314,19 +314,6 @@ pub struct Staging {
     stats: SettleStats,
 }
 
-/// How a decision was taken by one node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Settled {
-    /// This many tasks' writes were committed or dropped.
-    Done(usize),
-    /// The transaction was settled here already.
-    Duplicate,
-    /// Its writes had expired.
-    Expired,
-    /// Nothing was staged here for it.
-    Unknown,
-}
-
 impl Staging {
     /// Staging over `store`. Call [`Staging::expire`] now and then (the
     /// node does) to expire writes.
@@ -391,9 +378,10 @@ impl Staging {
     }
 
     /// Applies `decision` to what was staged for `transaction`, once; then
-    /// calls each staging plugin's `settle` hook.
+    /// calls each staging plugin's `settle` hook. What happened is counted
+    /// in [`Staging::stats`].
     #[tracing::instrument(level = "debug", skip(self), fields(decision = decision.as_str()))]
-    pub async fn settle(&self, transaction: &str, decision: Decision) -> Settled {
+    pub async fn settle(&self, transaction: &str, decision: Decision) {
         let entries = {
             let mut book = self.book.lock();
             match book.pending.remove(transaction) {
@@ -410,28 +398,25 @@ impl Staging {
                         book.remember(Arc::from(transaction), Past::Decided);
                     }
                     drop(book);
-                    return match past {
+                    match past {
                         Some(Past::Settled) => {
                             bump(&self.stats.duplicates);
                             tracing::info!(transaction, "ignored a duplicate decision");
-                            Settled::Duplicate
                         }
-                        Some(Past::Expired) => {
-                            if decision == Decision::Commit {
-                                bump(&self.stats.late_commits);
-                                tracing::warn!(
-                                    transaction,
-                                    "a commit arrived after the staged writes had expired; they were not applied"
-                                );
-                            }
-                            Settled::Expired
+                        Some(Past::Expired) if decision == Decision::Commit => {
+                            bump(&self.stats.late_commits);
+                            tracing::warn!(
+                                transaction,
+                                "a commit arrived after the staged writes had expired; they were not applied"
+                            );
                         }
-                        Some(Past::Decided) | None => Settled::Unknown,
-                    };
+                        // Nothing was staged here for it.
+                        Some(Past::Expired | Past::Decided) | None => {}
+                    }
+                    return;
                 }
             }
         };
-        let done = entries.len();
         for entry in entries {
             let committed = match decision {
                 Decision::Commit => match self.store.apply(&entry.plugin.info.name, &entry.ops).await {
@@ -452,7 +437,6 @@ impl Staging {
             };
             self.call_hook(entry, committed).await;
         }
-        Settled::Done(done)
     }
 
     /// Drops the writes whose time has passed (calling their hooks with
