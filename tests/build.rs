@@ -1,12 +1,16 @@
-//! Builds every guest from source for `wasm32-wasip2`: the example plugins
-//! (`plugins/`) and the test-only guests (`tests/guests/`), and writes a
-//! constant with the path of each component into `$OUT_DIR/guests.rs`.
+//! Builds every guest from source: the example plugins (`plugins/`) and the
+//! test-only guests (`tests/guests/`; those in other languages than Rust in
+//! `tests/guests/lang/`), and writes a constant with the path of each
+//! component into `$OUT_DIR/guests.rs`. Rust guests are compiled for
+//! `wasm32-wasip2`; the others with their languages' tools (`anocast-build`).
 //!
 //! Guests are built in release mode into `target/guests`, which outlives
 //! `OUT_DIR`, so that changes to the host don't rebuild them.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use anocast_build::{Job, Lang, Tools};
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
@@ -21,13 +25,15 @@ fn main() {
         "plugins/Cargo.toml",
         "tests/guests/src",
         "tests/guests/examples",
+        "tests/guests/lang",
         "tests/guests/Cargo.toml",
     ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
     let plugins_dir = root.join("plugins");
-    let plugins = plugin_folders(&plugins_dir, "Cargo.toml");
-    for plugin in &plugins {
+    let all = anocast_build::plugin_folders(&plugins_dir).expect("reading plugins/");
+    let rust: Vec<&String> = all.iter().filter(|(_, lang)| *lang == Lang::Rust).map(|(name, _)| name).collect();
+    for plugin in &rust {
         println!("cargo:rerun-if-changed={}", plugins_dir.join(plugin).join("src").display());
         println!("cargo:rerun-if-changed={}", plugins_dir.join(plugin).join("Cargo.toml").display());
     }
@@ -37,82 +43,41 @@ fn main() {
 
     let release = target_dir.join("wasm32-wasip2").join("release");
     let mut consts = String::new();
-    for plugin in &plugins {
+    for plugin in &rust {
         let path = release.join(format!("{}.wasm", plugin.replace('-', "_")));
         consts.push_str(&constant(plugin, &path));
     }
-    for plugin in plugin_folders(&plugins_dir, "app.py") {
-        println!("cargo:rerun-if-changed={}", plugins_dir.join(&plugin).display());
-        let path = build_python(&root, &plugin, &target_dir.join("python"));
-        consts.push_str(&constant(&plugin, &path));
+    // Plugins and test guests in other languages, built as `cargo xtask
+    // plugins` builds them, with the tools it installs.
+    let tools = Tools { dir: Some(root.join("target").join("tools")), cargo_target_dir: Some(target_dir.clone()) };
+    let lang_guests = manifest_dir.join("guests").join("lang");
+    let others = all
+        .iter()
+        .map(|(name, lang)| (plugins_dir.join(name), *lang))
+        .chain(
+            anocast_build::plugin_folders(&lang_guests)
+                .expect("reading tests/guests/lang")
+                .into_iter()
+                .map(|(name, lang)| (lang_guests.join(name), lang)),
+        )
+        .filter(|(_, lang)| *lang != Lang::Rust);
+    for (folder, lang) in others {
+        println!("cargo:rerun-if-changed={}", folder.display());
+        let wit = root.join("wit");
+        let out = target_dir.join(lang.name());
+        let job = Job { wit: Some(&wit), ..Job::new(&folder, &out) };
+        if !job.up_to_date() {
+            if let Err(err) = anocast_build::build(&job, &tools) {
+                panic!("{err}\n(`cargo xtask test` and `cargo xtask plugins` install the tools each language needs)");
+            }
+        }
+        consts.push_str(&constant(&job.name, &job.dest()));
     }
     for example in examples(&manifest_dir.join("guests").join("examples")) {
         let path = release.join("examples").join(format!("{}.wasm", example.replace('-', "_")));
         consts.push_str(&constant(&example, &path));
     }
     std::fs::write(out_dir.join("guests.rs"), consts).expect("writing guests.rs");
-}
-
-/// Folders of `plugins/` that hold a file named `marker` (`Cargo.toml`:
-/// a Rust plugin, `app.py`: a Python one), sorted.
-fn plugin_folders(dir: &Path, marker: &str) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .expect("reading plugins/")
-        .filter_map(Result::ok)
-        .filter(|e| e.path().join(marker).is_file())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
-
-/// Builds the Python plugin `name` with componentize-py (installed into
-/// `target/tools` by `cargo xtask plugins`), unless the component is newer
-/// than its sources and the WIT contract.
-fn build_python(root: &Path, name: &str, out: &Path) -> PathBuf {
-    let tool = root.join("target").join("tools").join("componentize-py");
-    assert!(
-        tool.join("componentize_py").is_dir(),
-        "plugins/{name} is a Python plugin, built with componentize-py: run `cargo xtask plugins` (or `cargo xtask test`), which installs it into {}",
-        tool.display()
-    );
-    std::fs::create_dir_all(out).expect("creating the Python plugins' folder");
-    let dest = out.join(format!("{name}.wasm"));
-    let partial = out.join(format!(".{name}.wasm.partial"));
-    let source = root.join("plugins").join(name);
-    let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
-    let newest_source = std::fs::read_dir(&source)
-        .expect("reading a Python plugin's folder")
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .chain([root.join("wit").join("worker.wit")])
-        .filter_map(|p| modified(&p))
-        .max();
-    if modified(&dest).is_some_and(|built| newest_source.is_some_and(|source| built > source)) {
-        return dest;
-    }
-    let output = Command::new("python3")
-        .args([
-            "-c",
-            "import sys; from componentize_py import script; sys.argv[0] = 'componentize-py'; sys.exit(script())",
-        ])
-        .env("PYTHONPATH", &tool)
-        .arg("-d")
-        .arg(root.join("wit"))
-        .args(["-w", "worker", "componentize", "-p"])
-        .arg(&source)
-        .arg("app")
-        .arg("-o")
-        .arg(&partial)
-        .output()
-        .unwrap_or_else(|e| panic!("running componentize-py for plugins/{name}: {e}"));
-    assert!(
-        output.status.success(),
-        "componentize-py failed on plugins/{name}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    std::fs::rename(&partial, &dest).expect("moving the built Python plugin into place");
-    dest
 }
 
 /// The test guests: one example file each.

@@ -83,6 +83,11 @@ pub trait Worker {
 /// Exports a type implementing [`Worker`] as this component's worker.
 ///
 /// Call it once per plugin, at the crate root: `anocast_sdk::export!(MyWorker);`.
+///
+/// `anocast_sdk::export!(MyWorker, stateless);` also declares the plugin
+/// stateless: it keeps nothing from one task for the next, so the host may
+/// serve many tasks with one warm instance instead of a fresh one each
+/// (docs/writing-plugins.md, "Warm instances").
 #[macro_export]
 macro_rules! export {
     ($worker:ident) => {
@@ -105,6 +110,16 @@ macro_rules! export {
         }
 
         $crate::bindings::__export_worker!(__AnocastExport with_types_in $crate::bindings);
+    };
+    ($worker:ident, stateless) => {
+        $crate::export!($worker);
+
+        // The declaration the host looks for: a custom section by this name
+        // (its content is not read).
+        #[doc(hidden)]
+        #[used]
+        #[unsafe(link_section = "anocast:stateless")]
+        static __ANOCAST_STATELESS: [u8; 1] = [1];
     };
 }
 

@@ -13,10 +13,12 @@ use std::time::Duration;
 use notify_debouncer_full::notify::{EventKind, RecursiveMode};
 use notify_debouncer_full::{DebounceEventResult, new_debouncer};
 
-use crate::{build_python_plugin, cargo_wasm, install_plugin, python_plugins, root, rust_plugins, step};
+use anocast_build::{Lang, Tools};
+
+use crate::{all_plugins, build_plugin, cargo_wasm, root, rust_plugins, step, workspace_member};
 
 /// Rebuilds on every source change until `node` exits.
-pub fn rebuild_on_change(mut node: Child) -> anyhow::Result<()> {
+pub fn rebuild_on_change(mut node: Child, tools: Tools) -> anyhow::Result<()> {
     let root = root();
     let (tx, rx) = channel::<Vec<PathBuf>>();
     let mut debouncer = new_debouncer(Duration::from_millis(300), None, move |result: DebounceEventResult| {
@@ -34,7 +36,7 @@ pub fn rebuild_on_change(mut node: Child) -> anyhow::Result<()> {
             Ok(paths) => {
                 let names = affected(&root, &paths)?;
                 if !names.is_empty() {
-                    rebuild(&names);
+                    rebuild(&names, &tools);
                 }
             }
             Err(RecvTimeoutError::Timeout) => {}
@@ -51,7 +53,7 @@ pub fn rebuild_on_change(mut node: Child) -> anyhow::Result<()> {
 /// all of them for the SDK, the WIT contract or the workspace's manifest.
 fn affected(root: &Path, paths: &[PathBuf]) -> anyhow::Result<BTreeSet<String>> {
     let rust = rust_plugins()?;
-    let all: Vec<String> = rust.iter().cloned().chain(python_plugins()?).collect();
+    let all: Vec<String> = all_plugins()?.into_iter().map(|(name, _)| name).collect();
     let mut names = BTreeSet::new();
     for path in paths {
         let Ok(relative) = path.strip_prefix(root) else { continue };
@@ -74,13 +76,15 @@ fn affected(root: &Path, paths: &[PathBuf]) -> anyhow::Result<BTreeSet<String>> 
     Ok(names)
 }
 
-fn rebuild(names: &BTreeSet<String>) {
+fn rebuild(names: &BTreeSet<String>, tools: &Tools) {
     for name in names {
         step(&format!("{name} changed: rebuilding"));
-        let built = if root().join("plugins").join(name).join("app.py").is_file() {
-            build_python_plugin(name)
+        let Some(lang) = Lang::detect(&root().join("plugins").join(name)) else { continue };
+        let built = if lang == Lang::Rust && workspace_member(name) {
+            cargo_wasm(&["build"], "plugins/Cargo.toml", &["-p", name], &[])
+                .and_then(|()| build_plugin(name, lang, tools))
         } else {
-            cargo_wasm(&["build"], "plugins/Cargo.toml", &["-p", name], &[]).and_then(|()| install_plugin(name))
+            build_plugin(name, lang, tools)
         };
         match built {
             Ok(path) => eprintln!("{name}: installed {}; the node swaps it in", path.display()),
@@ -97,8 +101,10 @@ mod tests {
     fn a_change_rebuilds_the_plugins_it_concerns() -> anyhow::Result<()> {
         let root = root();
         let rust: BTreeSet<String> = rust_plugins()?.into_iter().collect();
-        let python: BTreeSet<String> = python_plugins()?.into_iter().collect();
-        let all: BTreeSet<String> = rust.union(&python).cloned().collect();
+        let plugins = all_plugins()?;
+        let python: BTreeSet<String> =
+            plugins.iter().filter(|(_, lang)| *lang == Lang::Python).map(|(name, _)| name.clone()).collect();
+        let all: BTreeSet<String> = plugins.into_iter().map(|(name, _)| name).collect();
         let one = rust.iter().next().cloned().ok_or_else(|| anyhow::anyhow!("no Rust plugin in plugins/"))?;
         let py = python.iter().next().cloned().ok_or_else(|| anyhow::anyhow!("no Python plugin in plugins/"))?;
         let concerned = |paths: &[&str]| affected(&root, &paths.iter().map(|p| root.join(p)).collect::<Vec<_>>());

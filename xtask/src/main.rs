@@ -17,10 +17,12 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
+use anocast_build::{Job, Lang, Tools};
 use anyhow::{Context, bail};
 
 mod dev;
 mod fuzz;
+mod tools;
 
 /// How long `cargo xtask test` runs each fuzz target.
 const TEST_FUZZ_SECONDS: u64 = 15;
@@ -117,7 +119,12 @@ fn ensure_packages(programs: &[(&str, &str)]) -> anyhow::Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    step(&format!("installing {} (apt-get)", missing.join(", ")));
+    apt_install(&missing)
+}
+
+/// Installs Debian `packages` with apt-get (as root, else with sudo).
+fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
+    step(&format!("installing {} (apt-get)", packages.join(", ")));
     let sudo = if have("id") && Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0")) {
         vec![]
     } else {
@@ -133,106 +140,31 @@ fn ensure_packages(programs: &[(&str, &str)]) -> anyhow::Result<()> {
     };
     run(&mut apt(&["update", "-q"]), "apt-get update")?;
     let mut install = apt(&["install", "-y", "-q", "--no-install-recommends"]);
-    install.args(&missing);
+    install.args(packages);
     run(&mut install, "apt-get install")
 }
 
-/// The Rust plugins of `plugins/`: folders holding a Cargo.toml.
+/// The plugins of `plugins/`, whatever their language, sorted by name.
+fn all_plugins() -> anyhow::Result<Vec<(String, Lang)>> {
+    anocast_build::plugin_folders(&root().join("plugins")).context("reading plugins/")
+}
+
+/// The names of the plugins in `lang`.
+fn plugins_in(lang: Lang) -> anyhow::Result<Vec<String>> {
+    Ok(all_plugins()?.into_iter().filter(|(_, l)| *l == lang).map(|(name, _)| name).collect())
+}
+
+/// The Rust plugins of `plugins/`.
 fn rust_plugins() -> anyhow::Result<Vec<String>> {
-    plugin_folders("Cargo.toml")
+    plugins_in(Lang::Rust)
 }
 
-/// The folders of `plugins/` that hold a file named `marker`, sorted.
-fn plugin_folders(marker: &str) -> anyhow::Result<Vec<String>> {
-    let mut names = Vec::new();
-    for entry in std::fs::read_dir(root().join("plugins")).context("reading plugins/")? {
-        let entry = entry?;
-        if entry.path().join(marker).is_file() {
-            names.push(entry.file_name().to_string_lossy().into_owned());
-        }
-    }
-    names.sort();
-    Ok(names)
-}
-
-/// The Python plugins of `plugins/`: folders holding an `app.py`.
-fn python_plugins() -> anyhow::Result<Vec<String>> {
-    plugin_folders("app.py")
-}
-
-/// The componentize-py release Python plugins are built with.
-const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
-
-/// Where componentize-py is installed (the tests' build script looks there
-/// too).
-fn componentize_py_dir() -> PathBuf {
-    root().join("target").join("tools").join("componentize-py")
-}
-
-/// Installs componentize-py with pip into `target/tools` when it is
-/// missing (once; it works offline afterwards) and returns a command that
-/// runs it.
-fn componentize_py() -> anyhow::Result<Command> {
-    let dir = componentize_py_dir();
-    let marker = dir.join(format!(".installed-{COMPONENTIZE_PY}"));
-    if !marker.is_file() {
-        let pip_works =
-            Command::new("python3").args(["-m", "pip", "--version"]).output().is_ok_and(|o| o.status.success());
-        if !pip_works {
-            bail!(
-                "Python plugins are built with {COMPONENTIZE_PY}, which needs python3 and pip to install \
-                 (Debian: apt-get install python3 python3-pip)"
-            );
-        }
-        step(&format!("installing {COMPONENTIZE_PY} into {} (pip, once)", relative(&dir)));
-        let pip = |extra: &[&str]| {
-            let mut cmd = Command::new("python3");
-            cmd.args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "--root-user-action=ignore",
-                "--target",
-            ])
-            .arg(&dir)
-            .arg(COMPONENTIZE_PY)
-            .args(extra);
-            cmd
-        };
-        if !pip(&[]).status().is_ok_and(|s| s.success()) {
-            // Debian marks its Python as externally managed (PEP 668); the
-            // files go to target/tools only, so overriding that is safe.
-            run(&mut pip(&["--break-system-packages"]), "pip install componentize-py")?;
-        }
-        std::fs::write(&marker, b"")?;
-    }
-    let mut cmd = Command::new("python3");
-    cmd.args([
-        "-c",
-        "import sys; from componentize_py import script; sys.argv[0] = 'componentize-py'; sys.exit(script())",
-    ])
-    .env("PYTHONPATH", &dir);
-    Ok(cmd)
-}
-
-/// Builds the Python plugin `name` (`plugins/<name>/app.py`) into
-/// `target/plugins`, written aside and renamed into place; returns its path.
-fn build_python_plugin(name: &str) -> anyhow::Result<PathBuf> {
-    let root = root();
-    let out = root.join("target").join("plugins");
-    std::fs::create_dir_all(&out)?;
-    let dest = out.join(format!("{name}.wasm"));
-    let partial = out.join(format!(".{name}.wasm.partial"));
-    let mut cmd = componentize_py()?;
-    cmd.arg("-d").arg(root.join("wit")).args(["-w", "worker", "componentize", "-p"]);
-    let output = cmd.arg(root.join("plugins").join(name)).arg("app").arg("-o").arg(&partial).output()?;
-    if !output.status.success() {
-        bail!("componentize-py failed on plugins/{name}: {}", String::from_utf8_lossy(&output.stderr).trim());
-    }
-    std::fs::rename(&partial, &dest)?;
-    Ok(dest)
+/// Whether the Rust plugin `name` is a member of the `plugins/` workspace
+/// (built all at once); others (`anocast new` makes standalone crates) are
+/// built on their own.
+fn workspace_member(name: &str) -> bool {
+    std::fs::read_to_string(root().join("plugins/Cargo.toml"))
+        .is_ok_and(|manifest| manifest.contains(&format!("\"{name}\"")))
 }
 
 /// Where guests are compiled: shared by the plugins, the test guests, the
@@ -255,42 +187,53 @@ fn cargo_wasm(subcommand: &[&str], manifest: &str, extra: &[&str], tool: &[&str]
     run(&mut cmd, &format!("cargo {} ({manifest})", subcommand.join(" ")))
 }
 
-/// Builds the plugins, whatever their language, into `target/plugins`;
-/// returns that folder.
+/// Builds the plugins, whatever their language, into `target/plugins`
+/// (installing the tools their languages need first); returns that folder.
 fn plugins() -> anyhow::Result<PathBuf> {
     ensure_wasm_target()?;
-    let root = root();
-    let rust = rust_plugins()?;
-    let python = python_plugins()?;
-    let total = rust.len() + python.len();
-    step(&format!("building {total} plugin(s): {} in Rust, {} in Python", rust.len(), python.len()));
-    cargo_wasm(&["build"], "plugins/Cargo.toml", &[], &[])?;
-    let report = |i: usize, name: &str, lang: &str, dest: &Path| -> anyhow::Result<()> {
-        let size = std::fs::metadata(dest)?.len();
-        eprintln!("[{i}/{total}] {name} ({lang}) -> {} ({} KiB)", relative(dest), size / 1024);
-        Ok(())
-    };
-    for (i, name) in rust.iter().enumerate() {
-        report(i + 1, name, "rust", &install_plugin(name)?)?;
+    let all = all_plugins()?;
+    let languages: std::collections::BTreeSet<Lang> = all.iter().map(|(_, lang)| *lang).collect();
+    let tools = tools::ensure(&languages)?;
+    let counts: Vec<String> = Lang::ALL
+        .iter()
+        .map(|lang| (lang, all.iter().filter(|(_, l)| l == lang).count()))
+        .filter(|(_, n)| *n > 0)
+        .map(|(lang, n)| format!("{n} in {}", tools::title(*lang)))
+        .collect();
+    step(&format!("building {} plugin(s): {}", all.len(), counts.join(", ")));
+    if all.iter().any(|(name, lang)| *lang == Lang::Rust && workspace_member(name)) {
+        cargo_wasm(&["build"], "plugins/Cargo.toml", &[], &[])?;
     }
-    for (i, name) in python.iter().enumerate() {
-        report(rust.len() + i + 1, name, "python", &build_python_plugin(name)?)?;
+    for (i, (name, lang)) in all.iter().enumerate() {
+        eprint!("[{}/{}] {name} ({lang}) ", i + 1, all.len());
+        let started = std::time::Instant::now();
+        let dest = build_plugin(name, *lang, &tools).inspect_err(|_| eprintln!("failed"))?;
+        let size = std::fs::metadata(&dest)?.len();
+        eprintln!("-> {} ({} KiB, {:.1}s)", relative(&dest), size / 1024, started.elapsed().as_secs_f64());
     }
-    Ok(root.join("target").join("plugins"))
+    Ok(root().join("target").join("plugins"))
 }
 
-/// Copies the built plugin `name` into `target/plugins`, written aside and
-/// renamed into place so that a node watching the folder never sees half a
-/// file; returns its path there.
-fn install_plugin(name: &str) -> anyhow::Result<PathBuf> {
-    let out = root().join("target").join("plugins");
-    std::fs::create_dir_all(&out)?;
-    let built = guest_target_dir().join("wasm32-wasip2/release").join(format!("{}.wasm", name.replace('-', "_")));
-    let dest = out.join(format!("{name}.wasm"));
-    let partial = out.join(format!(".{name}.wasm.partial"));
-    std::fs::copy(&built, &partial).with_context(|| format!("copying {}", built.display()))?;
-    std::fs::rename(&partial, &dest)?;
-    Ok(dest)
+/// Builds the plugin `name` into `target/plugins`, written aside and renamed
+/// into place so that a node watching the folder never sees half a file;
+/// returns its path there. Rust plugins of the workspace are taken from its
+/// last build.
+fn build_plugin(name: &str, lang: Lang, tools: &Tools) -> anyhow::Result<PathBuf> {
+    let root = root();
+    let out = root.join("target").join("plugins");
+    if lang == Lang::Rust && workspace_member(name) {
+        std::fs::create_dir_all(&out)?;
+        let built = guest_target_dir().join("wasm32-wasip2/release").join(format!("{}.wasm", name.replace('-', "_")));
+        let dest = out.join(format!("{name}.wasm"));
+        let partial = out.join(format!(".{name}.wasm.partial"));
+        std::fs::copy(&built, &partial).with_context(|| format!("copying {}", built.display()))?;
+        std::fs::rename(&partial, &dest)?;
+        return Ok(dest);
+    }
+    let folder = root.join("plugins").join(name);
+    let wit = root.join("wit");
+    let job = Job { wit: Some(&wit), ..Job::new(&folder, &out) };
+    Ok(anocast_build::build(&job, tools)?)
 }
 
 fn relative(path: &Path) -> String {
@@ -428,6 +371,8 @@ fn demo_on_a_node(anocast: &Path, plugins: &Path) -> anyhow::Result<()> {
 
 fn dev(args: &[String]) -> anyhow::Result<()> {
     let plugins = plugins()?;
+    let languages = all_plugins()?.into_iter().map(|(_, lang)| lang).collect();
+    let tools = tools::ensure(&languages)?;
     let anocast = anocast_binary()?;
     step(&format!("serving {} and rebuilding plugins as their sources change (Ctrl-C stops)", relative(&plugins)));
     let node = Command::new(anocast)
@@ -437,14 +382,15 @@ fn dev(args: &[String]) -> anyhow::Result<()> {
         .args(args)
         .spawn()
         .context("starting anocast serve")?;
-    dev::rebuild_on_change(node)
+    dev::rebuild_on_change(node, tools)
 }
 
 fn test() -> anyhow::Result<()> {
     ensure_wasm_target()?;
     ensure_packages(&[("redis-server", "redis-server"), ("nats-server", "nats-server")])?;
-    // The tests' build script builds the Python plugins with it.
-    componentize_py()?;
+    // The tests' build script builds the plugins and test guests in every
+    // language with these.
+    tools::ensure(&Lang::ALL.into_iter().collect())?;
     let guest_workspaces = ["plugins/Cargo.toml", "tests/guests/Cargo.toml"];
 
     step("cargo fmt --check");

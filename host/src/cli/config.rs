@@ -16,6 +16,7 @@
 //! memory_limit_mib = 64
 //! call_timeout = "10s"
 //! max_instances = 1000
+//! warm_instances = 4
 //! max_depth = 8
 //! nested_margin = "50ms"
 //! stage_expiry = "30s"
@@ -47,6 +48,7 @@ pub struct FileConfig {
     pub memory_limit_mib: Option<u64>,
     pub call_timeout: Option<String>,
     pub max_instances: Option<u32>,
+    pub warm_instances: Option<u32>,
     pub max_depth: Option<u32>,
     pub nested_margin: Option<String>,
     pub stage_expiry: Option<String>,
@@ -66,6 +68,9 @@ impl FileConfig {
         }
         if let Some(n) = config.max_instances {
             anyhow::ensure!((1..=100_000).contains(&n), "{}: max_instances must be 1-100000", path.display());
+        }
+        if let Some(n) = config.warm_instances {
+            anyhow::ensure!(n <= 1000, "{}: warm_instances must be 0-1000", path.display());
         }
         if let Some(n) = config.max_depth {
             anyhow::ensure!(n <= 64, "{}: max_depth must be 0-64", path.display());

@@ -7,6 +7,7 @@
 //! usage; 3 a dispatch that ended `no_interest`; 4 one that ended
 //! `timed_out`; 5 one that ended `incomplete`.
 
+mod author;
 mod client;
 mod config;
 
@@ -65,6 +66,11 @@ enum Command {
     /// Make a node signing key: writes FILE (PKCS#8 PEM, owner-only) and
     /// FILE.pub, and prints the public key, to list in other nodes' --trust.
     Keygen(KeygenArgs),
+    /// Create a plugin folder (Rust, Python, JavaScript or C) that builds
+    /// and answers `NAME.hello` as it is.
+    New(author::NewArgs),
+    /// Build a plugin folder, whatever its language, into `NAME.wasm`.
+    Build(author::BuildArgs),
 }
 
 #[derive(Debug, Args)]
@@ -115,7 +121,7 @@ enum PluginsCommand {
 struct ServeArgs {
     /// A TOML file with any of: plugins, http, node_id, nats, redis,
     /// liveness, key, data_dir, trust (a list), trust_mesh, memory_limit_mib,
-    /// call_timeout, max_instances, max_depth, nested_margin, stage_expiry,
+    /// call_timeout, max_instances, warm_instances, max_depth, nested_margin, stage_expiry,
     /// store_retention. Flags and ANOCAST_* variables override it.
     #[arg(long, env = "ANOCAST_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
@@ -253,6 +259,11 @@ struct LimitArgs {
     /// Plugin instances alive at once; tasks beyond wait for a slot [default: 1000].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
     max_instances: Option<u32>,
+    /// Idle warm instances kept for each plugin that declares itself
+    /// stateless, so that its next tasks skip instantiation; 0 gives every
+    /// task a fresh instance [default: 4].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=1000))]
+    warm_instances: Option<u32>,
     /// Deepest sub-task a worker may dispatch (a task from outside is at
     /// depth 0); deeper ones are refused at once [default: 8].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=64))]
@@ -281,6 +292,7 @@ impl LimitArgs {
                 None => file.duration("call_timeout", file.call_timeout.as_deref())?.unwrap_or(defaults.call_timeout),
             },
             max_instances: self.max_instances.or(file.max_instances).unwrap_or(defaults.max_instances),
+            warm_instances: self.warm_instances.or(file.warm_instances).map_or(defaults.warm_instances, |n| n as usize),
             ..defaults
         })
     }
@@ -405,6 +417,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Plugins(PluginsCommand::Check { file }) => check(&file).await.map(|()| ExitCode::SUCCESS),
+        Command::New(args) => author::new(args).map(|()| ExitCode::SUCCESS),
+        Command::Build(args) => {
+            tokio::task::spawn_blocking(move || author::build(args)).await?.map(|()| ExitCode::SUCCESS)
+        }
         Command::Settle(args) => {
             let decision = Decision::parse(&args.decision).context("the decision must be commit or abort")?;
             let answer = client::Client::new(&args.node.url)?.settle(&args.request_id, decision).await?;
@@ -622,6 +638,14 @@ async fn check(file: &Path) -> anyhow::Result<()> {
     println!("topics:  {}", topics.join(", "));
     println!("digest:  sha256:{}", plugin.digest);
     println!("size:    {} bytes", plugin.size);
+    println!(
+        "state:   {}",
+        if plugin.stateless {
+            "stateless (declared): warm instances serve its tasks"
+        } else {
+            "a fresh instance per task"
+        }
+    );
     Ok(())
 }
 

@@ -139,6 +139,8 @@ async fn plugins(State(host): State<Arc<Host>>) -> Json<serde_json::Value> {
                 "topics": p.plugin.info.topics,
                 "digest": format!("sha256:{}", p.plugin.digest),
                 "size": p.plugin.size,
+                "stateless": p.plugin.stateless,
+                "warm_idle": p.plugin.warm_idle(),
                 "file": p.file,
                 "loaded_at_ms": p.loaded_at.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64,
                 "stats": host.stats(name).as_deref(),

@@ -18,11 +18,14 @@
 //! every call, a memory limit per instance, a maximum wasm stack, and a bound
 //! on the instances alive at once (the pooling allocator's slots). A trap, a
 //! deadline or a limit hit is a [`CallError`] for that one call; the store is
-//! dropped with the task, so the next task starts clean.
+//! dropped with the task, so the next task starts clean, unless the plugin
+//! declared itself stateless ([`warm`]): then an instance whose calls all
+//! returned normally waits, warm, for the plugin's next task.
 
 mod bindings;
 mod limits;
 mod stdio;
+pub mod warm;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,13 +33,15 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 pub use bindings::{WitPluginInfo, WitTask};
 use limits::{DeadlineExceeded, Limiter};
+pub use warm::STATELESS_SECTION;
+use warm::{Live, WarmPool};
 
 use crate::dispatch::{NestError, Outcome, Parent, Status, SubOptions};
 use crate::plugins::cache::CodeCache;
@@ -62,6 +67,9 @@ pub struct RuntimeConfig {
     /// Where compiled code is cached (see [`crate::plugins::cache`]);
     /// `None` (the default) compiles every time.
     pub cache_dir: Option<std::path::PathBuf>,
+    /// Idle warm instances kept per stateless plugin (default 4); 0 turns
+    /// instance reuse off, so that every task gets a fresh instance.
+    pub warm_instances: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -73,6 +81,7 @@ impl Default for RuntimeConfig {
             max_wasm_stack: 512 << 10,
             epoch_tick: Duration::from_millis(10),
             cache_dir: None,
+            warm_instances: 4,
         }
     }
 }
@@ -262,6 +271,7 @@ impl Runtime {
     /// the `worker` world, and asks the plugin to `describe` itself.
     pub async fn load(&self, bytes: Vec<u8>) -> Result<Plugin, LoadError> {
         check_header(&bytes)?;
+        let stateless = warm::declares_stateless(&bytes);
         let digest = hex::encode(Sha256::digest(&bytes));
         let size = bytes.len();
         let engine = self.inner.engine.clone();
@@ -286,8 +296,11 @@ impl Runtime {
             info: PluginInfo { name: String::new(), version: String::new(), topics: Vec::new() },
             digest,
             size,
+            stateless,
             pre,
             runtime: self.clone(),
+            warm: (stateless && self.inner.config.warm_instances > 0)
+                .then(|| Arc::new(WarmPool::new(self.inner.config.warm_instances))),
         };
         let label: Arc<str> = Arc::from("loading");
         let deadline = Instant::now() + self.inner.config.call_timeout.min(Duration::from_secs(5));
@@ -354,8 +367,12 @@ pub struct Plugin {
     pub digest: String,
     /// Size of the component, in bytes.
     pub size: usize,
+    /// Whether the component declares itself stateless (see [`warm`]).
+    pub stateless: bool,
     pre: Pre,
     runtime: Runtime,
+    /// Its idle warm instances, when it is stateless and reuse is on.
+    warm: Option<Arc<WarmPool>>,
 }
 
 /// A plugin pre-instantiated for the version of the contract it targets.
@@ -381,14 +398,20 @@ pub struct Services {
 
 impl std::fmt::Debug for Plugin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Plugin").field("info", &self.info).field("digest", &self.digest).finish_non_exhaustive()
+        f.debug_struct("Plugin")
+            .field("info", &self.info)
+            .field("digest", &self.digest)
+            .field("stateless", &self.stateless)
+            .finish_non_exhaustive()
     }
 }
 
 impl Plugin {
-    /// Makes a fresh instance (its own store) for one task. `deadline` bounds
-    /// every call on it, together with the runtime's call timeout. With
-    /// `services`, its `handle` may dispatch sub-tasks and stage writes.
+    /// Makes an instance for one task: a fresh one (its own store), or, for
+    /// a stateless plugin, a warm one that served an earlier task of this
+    /// plugin. `deadline` bounds every call on it, together with the
+    /// runtime's call timeout. With `services`, its `handle` may dispatch
+    /// sub-tasks and stage writes.
     pub async fn instantiate(
         &self,
         worker: Arc<str>,
@@ -407,6 +430,16 @@ impl Plugin {
             Duration::from_millis(left.as_millis() as u64)
         };
         let deadline = deadline.min(now + rt.config.call_timeout);
+        if let Some(mut live) = self.warm.as_ref().and_then(|pool| pool.take(&worker)) {
+            live.uses += 1;
+            let state = live.store.data_mut();
+            state.request_id = request_id;
+            state.services = services;
+            state.deadline = deadline;
+            state.stderr_tail.lock().clear();
+            live.store.set_epoch_deadline(1);
+            return Ok(Instance { live: Some(live), deadline, limit, warm: self.warm.clone(), healthy: true });
+        }
         let slot = match rt.slots.clone().try_acquire_owned() {
             Ok(slot) => slot,
             Err(_) => tokio::time::timeout_at(deadline.into(), rt.slots.clone().acquire_owned())
@@ -442,22 +475,35 @@ impl Plugin {
         let mut store = Store::new(&rt.engine, state);
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
-            if Instant::now() >= deadline { Err(DeadlineExceeded.into()) } else { Ok(UpdateDeadline::Yield(1)) }
+        // The deadline is read from the store: a warm instance's changes with
+        // each task.
+        store.epoch_deadline_callback(|store| {
+            if Instant::now() >= store.data().deadline {
+                Err(DeadlineExceeded.into())
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
         });
-        let mut instance = Instance { store, worker: None, deadline, limit, _slot: slot };
+        let live = Live { store, exports: None, _slot: slot, uses: 1 };
+        let mut instance = Instance { live: Some(live), deadline, limit, warm: self.warm.clone(), healthy: false };
         let exports = match &self.pre {
             Pre::V2(pre) => {
-                let result = tokio::time::timeout_at(deadline.into(), pre.instantiate_async(&mut instance.store)).await;
+                let result = guard(deadline, pre.instantiate_async(&mut instance.live().store)).await;
                 instance.outcome_of(result).map(Exports::V2)
             }
             Pre::V1(pre) => {
-                let result = tokio::time::timeout_at(deadline.into(), pre.instantiate_async(&mut instance.store)).await;
+                let result = guard(deadline, pre.instantiate_async(&mut instance.live().store)).await;
                 instance.outcome_of(result).map(Exports::V1)
             }
         };
-        instance.worker = Some(exports?);
+        instance.live().exports = Some(exports?);
         Ok(instance)
+    }
+
+    /// Warm instances waiting for this plugin's next task (0 unless it is
+    /// stateless).
+    pub fn warm_idle(&self) -> usize {
+        self.warm.as_ref().map_or(0, |pool| pool.idle())
     }
 }
 
@@ -465,74 +511,100 @@ impl Plugin {
 const MAX_GUEST_RESOURCES: usize = 10_000;
 
 /// One task's instance of a plugin: `interested` and `handle` run on the same
-/// store, which is dropped with this value.
+/// store. When this value is dropped, the store goes with it, or, for a
+/// stateless plugin whose calls all returned normally, back to the plugin's
+/// warm pool.
 pub struct Instance {
-    store: Store<TaskState>,
-    worker: Option<Exports>,
+    /// `None` only while being dropped.
+    live: Option<Live>,
     deadline: Instant,
     limit: Duration,
-    _slot: OwnedSemaphorePermit,
+    warm: Option<Arc<WarmPool>>,
+    /// Whether every call so far returned normally (no trap, no deadline, no
+    /// cancelled call): only then may the instance serve another task.
+    healthy: bool,
+}
+
+/// Calls one export on whichever version of the contract the instance has.
+macro_rules! call {
+    ($self:ident, |$w:ident, $store:ident| $v2:expr, $v1:expr) => {{
+        $self.healthy = false;
+        let deadline = $self.deadline;
+        let live = $self.live();
+        let $store = &mut live.store;
+        let result = match &live.exports {
+            Some(Exports::V2($w)) => guard(deadline, $v2).await,
+            Some(Exports::V1($w)) => guard(deadline, $v1).await,
+            None => return Err(not_initialised()),
+        };
+        $self.outcome_of(result)
+    }};
 }
 
 impl Instance {
+    fn live(&mut self) -> &mut Live {
+        self.live.as_mut().expect("an instance is live until dropped")
+    }
+
+    fn state(&self) -> &TaskState {
+        self.live.as_ref().expect("an instance is live until dropped").store.data()
+    }
+
     /// Calls `describe`.
     pub async fn describe(&mut self) -> Result<WitPluginInfo, CallError> {
-        let result = match &self.worker {
-            Some(Exports::V2(w)) => guard(self.deadline, w.call_describe(&mut self.store)).await,
-            Some(Exports::V1(w)) => guard(self.deadline, w.call_describe(&mut self.store)).await,
-            None => return Err(not_initialised()),
-        };
-        self.outcome_of(result)
+        call!(self, |w, store| w.call_describe(store), w.call_describe(store))
     }
 
     /// Calls `interested(task)`.
     pub async fn interested(&mut self, task: &WitTask) -> Result<bool, CallError> {
-        let result = match &self.worker {
-            Some(Exports::V2(w)) => guard(self.deadline, w.call_interested(&mut self.store, task)).await,
-            Some(Exports::V1(w)) => guard(self.deadline, w.call_interested(&mut self.store, task)).await,
-            None => return Err(not_initialised()),
-        };
-        self.outcome_of(result)
+        call!(self, |w, store| w.call_interested(store, task), w.call_interested(store, task))
     }
 
     /// Calls `handle(task)`: `Ok(Err(_))` is the guest's own error.
     pub async fn handle(&mut self, task: &WitTask) -> Result<Result<Vec<u8>, String>, CallError> {
-        self.store.data_mut().handling = true;
-        let result = match &self.worker {
-            Some(Exports::V2(w)) => guard(self.deadline, w.call_handle(&mut self.store, task)).await,
-            Some(Exports::V1(w)) => guard(self.deadline, w.call_handle(&mut self.store, task)).await,
-            None => return Err(not_initialised()),
-        };
-        self.outcome_of(result)
+        self.live().store.data_mut().handling = true;
+        call!(self, |w, store| w.call_handle(store, task), w.call_handle(store, task))
     }
 
     /// Calls `settle(request_id, committed)`; a 0.1.0 plugin has no such
     /// hook (and could stage nothing).
     pub async fn settle(&mut self, request_id: &str, committed: bool) -> Result<(), CallError> {
-        let result = match &self.worker {
-            Some(Exports::V2(w)) => guard(self.deadline, w.call_settle(&mut self.store, request_id, committed)).await,
-            Some(Exports::V1(_)) => return Ok(()),
-            None => return Err(not_initialised()),
-        };
-        self.outcome_of(result)
+        if matches!(self.live().exports, Some(Exports::V1(_))) {
+            return Ok(());
+        }
+        call!(self, |w, store| w.call_settle(store, request_id, committed), {
+            let _ = w;
+            std::future::ready(Ok(()))
+        })
     }
 
     /// The writes `handle` staged, leaving none, and whether a sub-task it
     /// dispatched had writes staged (for the same transaction).
     pub fn take_staged(&mut self) -> (Vec<Op>, bool) {
-        let state = self.store.data_mut();
+        let state = self.live().store.data_mut();
         (state.tentative.take(), state.nested_staged)
     }
 
+    /// Whether this instance served an earlier task (a warm instance).
+    pub fn reused(&self) -> bool {
+        self.live.as_ref().is_some_and(|live| live.uses > 1)
+    }
+
     /// Turns the outcome of a guarded call into a [`CallError`] that says
-    /// what went wrong.
-    fn outcome_of<R>(&self, result: Result<wasmtime::Result<R>, tokio::time::error::Elapsed>) -> Result<R, CallError> {
+    /// what went wrong, and records whether the instance is still healthy.
+    fn outcome_of<R>(
+        &mut self,
+        result: Result<wasmtime::Result<R>, tokio::time::error::Elapsed>,
+    ) -> Result<R, CallError> {
         let err = match result {
-            Ok(Ok(value)) => return Ok(value),
+            Ok(Ok(value)) => {
+                self.healthy = !self.state().limiter.exceeded();
+                return Ok(value);
+            }
             Err(_) => return Err(CallError::Deadline(self.limit)),
             Ok(Err(err)) => err,
         };
-        let state = self.store.data();
+        let state = self.state();
         if err.is::<DeadlineExceeded>() {
             return Err(CallError::Deadline(self.limit));
         }
@@ -548,6 +620,14 @@ impl Instance {
             reason.push_str(&format!(" (guest stderr: {})", tail.trim_end()));
         }
         Err(CallError::Trap(reason))
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        if let (Some(pool), Some(live), true) = (&self.warm, self.live.take(), self.healthy) {
+            pool.put(live);
+        }
     }
 }
 
@@ -650,6 +730,15 @@ impl bindings::StoreHost for TaskState {
 }
 
 impl TaskState {
+    /// Drops what belonged to the last task, before a warm instance waits
+    /// for the next one.
+    fn forget_task(&mut self) {
+        self.services = None;
+        self.tentative = Tentative::default();
+        self.nested_staged = false;
+        self.handling = false;
+    }
+
     fn stage(&mut self, op: Op) -> Result<(), String> {
         if self.services.is_none() || !self.handling {
             return Err("writes can be staged only from handle()".into());
