@@ -45,7 +45,8 @@ fn build_in(folder: &Path, wit: &Path, out: &Path, work: &Path) -> Result<(), Bu
     sources.sort();
     let core = work.join("core.wasm");
     let mut cmd = Command::new("clang");
-    cmd.args(["--target=wasm32-wasi", "-mexec-model=reactor", "-O2", "-Wall", "-I"])
+    // `-s`: Debian's libc.a carries DWARF, which would triple the size.
+    cmd.args(["--target=wasm32-wasi", "-mexec-model=reactor", "-O2", "-s", "-Wall", "-I"])
         .arg(work)
         .args(&sources)
         .arg(work.join("worker.c"))
