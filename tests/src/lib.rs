@@ -63,6 +63,13 @@ impl PluginDir {
     }
 }
 
+/// A compiled-code cache shared by the tests that load big components
+/// (Python, JavaScript), so that each is compiled once per checkout rather
+/// than once per test.
+pub fn shared_code_cache() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("target").join("test-code-cache")
+}
+
 /// Starts an embedded host on `dir` with node id `test` and `runtime` limits.
 pub async fn start_host(dir: &PluginDir, runtime: RuntimeConfig) -> anyhow::Result<Host> {
     start_host_with(dir, runtime, NestingConfig::default()).await

@@ -105,24 +105,3 @@ async fn an_order_reserves_stock_through_a_sub_task_and_a_failure_reserves_nothi
     assert_eq!(payload_of(&json, "checkout")["stock"][0][0]["left"], 5, "the failed order took nothing");
     Ok(())
 }
-
-#[tokio::test]
-async fn a_python_plugin_takes_part_in_the_same_fan_out_as_rust_ones() -> anyhow::Result<()> {
-    let dir = PluginDir::with(&[guests::WORD_COUNT, guests::SENTIMENT, guests::KEYWORDS])?;
-    let host = start_host(&dir, RuntimeConfig::default()).await?;
-    assert_eq!(host.plugins().loaded.len(), 3, "failures: {:?}", host.plugins().failed);
-    let text = "What a great day: the new release is fast and I love the release";
-    let topic = Topic::parse("text.analyze")?;
-    let outcome = host.dispatcher().dispatch(topic, text.as_bytes().to_vec(), &options(500, 10_000)).await?;
-    let json: Value = serde_json::from_str(&outcome.to_json())?;
-    assert_eq!(outcome.status, Status::Complete, "{json}");
-    assert_eq!(payload_of(&json, "keywords"), &json!({"keywords": ["release", "day", "fast"]}), "{json}");
-    assert_eq!(payload_of(&json, "word-count")["words"], 14);
-    assert_eq!(payload_of(&json, "sentiment")["label"], "positive");
-    // Its error reaches the outcome as any worker's does.
-    let outcome =
-        host.dispatcher().dispatch(Topic::parse("text.analyze")?, vec![0xff, 0xfe], &options(500, 10_000)).await?;
-    let json: Value = serde_json::from_str(&outcome.to_json())?;
-    assert_eq!(payload_of(&json, "keywords"), "the text is not UTF-8", "{json}");
-    Ok(())
-}

@@ -299,8 +299,8 @@ impl Runtime {
             stateless,
             pre,
             runtime: self.clone(),
-            warm: (stateless && self.inner.config.warm_instances > 0)
-                .then(|| Arc::new(WarmPool::new(self.inner.config.warm_instances))),
+            // Not yet: the instance that describes the plugin is not kept.
+            warm: None,
         };
         let label: Arc<str> = Arc::from("loading");
         let deadline = Instant::now() + self.inner.config.call_timeout.min(Duration::from_secs(5));
@@ -308,6 +308,9 @@ impl Runtime {
             plugin.instantiate(label, Arc::from("describe"), deadline, None).await.map_err(LoadError::Describe)?;
         let info = instance.describe().await.map_err(LoadError::Describe)?;
         plugin.info = PluginInfo::validate(info)?;
+        if stateless && self.inner.config.warm_instances > 0 {
+            plugin.warm = Some(Arc::new(WarmPool::new(self.inner.config.warm_instances)));
+        }
         Ok(plugin)
     }
 }
