@@ -195,6 +195,9 @@ struct RuntimeInner {
     linker: Linker<TaskState>,
     config: RuntimeConfig,
     slots: Arc<Semaphore>,
+    /// The warm pools of the stateless plugins loaded, so that their idle
+    /// instances give up their slots when a task finds none free.
+    pools: Mutex<Vec<std::sync::Weak<WarmPool>>>,
     _ticker: EpochTicker,
 }
 
@@ -249,7 +252,17 @@ impl Runtime {
             Some(dir) => Some(Arc::new(CodeCache::open(dir, &engine)?)),
             None => None,
         };
-        Ok(Runtime { inner: Arc::new(RuntimeInner { engine, cache, linker, config, slots, _ticker: ticker }) })
+        Ok(Runtime {
+            inner: Arc::new(RuntimeInner {
+                engine,
+                cache,
+                linker,
+                config,
+                slots,
+                pools: Mutex::new(Vec::new()),
+                _ticker: ticker,
+            }),
+        })
     }
 
     /// The configuration this runtime was built with.
@@ -260,6 +273,13 @@ impl Runtime {
     /// The underlying engine.
     pub fn engine(&self) -> &Engine {
         &self.inner.engine
+    }
+
+    /// Drops one idle warm instance, of any plugin, to free its slot;
+    /// `false` when there was none.
+    fn evict_idle(&self) -> bool {
+        let pools: Vec<Arc<WarmPool>> = self.inner.pools.lock().iter().filter_map(std::sync::Weak::upgrade).collect();
+        pools.iter().any(|pool| pool.evict_one())
     }
 
     /// The compiled-code cache, when one is configured.
@@ -309,7 +329,11 @@ impl Runtime {
         let info = instance.describe().await.map_err(LoadError::Describe)?;
         plugin.info = PluginInfo::validate(info)?;
         if stateless && self.inner.config.warm_instances > 0 {
-            plugin.warm = Some(Arc::new(WarmPool::new(self.inner.config.warm_instances)));
+            let pool = Arc::new(WarmPool::new(self.inner.config.warm_instances));
+            let mut pools = self.inner.pools.lock();
+            pools.retain(|pool| pool.strong_count() > 0);
+            pools.push(Arc::downgrade(&pool));
+            plugin.warm = Some(pool);
         }
         Ok(plugin)
     }
@@ -443,7 +467,12 @@ impl Plugin {
             live.store.set_epoch_deadline(1);
             return Ok(Instance { live: Some(live), deadline, limit, warm: self.warm.clone(), healthy: true });
         }
-        let slot = match rt.slots.clone().try_acquire_owned() {
+        // Idle warm instances give their slots up before a task waits.
+        let mut free = rt.slots.clone().try_acquire_owned();
+        while free.is_err() && self.runtime.evict_idle() {
+            free = rt.slots.clone().try_acquire_owned();
+        }
+        let slot = match free {
             Ok(slot) => slot,
             Err(_) => tokio::time::timeout_at(deadline.into(), rt.slots.clone().acquire_owned())
                 .await

@@ -18,9 +18,10 @@
 //! - an instance goes back to the pool only after its calls all returned
 //!   normally; after a trap, a deadline, a memory-limit hit or a cancelled
 //!   call it is dropped, and the next task starts fresh;
-//! - each idle instance keeps its slot in the pooling allocator; at most
-//!   [`crate::runtime::RuntimeConfig::warm_instances`] wait per plugin, and an
-//!   instance is retired after [`MAX_USES`] tasks.
+//! - each idle instance keeps its slot in the pooling allocator until a
+//!   task of any plugin finds no slot free: then idle instances give theirs
+//!   up first. At most [`crate::runtime::RuntimeConfig::warm_instances`]
+//!   wait per plugin, and an instance is retired after [`MAX_USES`] tasks.
 
 use parking_lot::Mutex;
 use tokio::sync::OwnedSemaphorePermit;
@@ -80,6 +81,19 @@ impl WarmPool {
         if idle.len() < self.max {
             idle.push(live);
         }
+    }
+
+    /// Drops one idle instance (the least recently used); `false` when
+    /// there was none.
+    pub fn evict_one(&self) -> bool {
+        let mut idle = self.idle.lock();
+        if idle.is_empty() {
+            return false;
+        }
+        let evicted = idle.remove(0);
+        drop(idle);
+        drop(evicted);
+        true
     }
 
     /// Idle instances now.

@@ -182,3 +182,39 @@ pub fn stage(name: &str, task: &anocast_sdk::Task) -> Result<Vec<u8>, String> {
     }
     Ok(format!("{staged}").into_bytes())
 }
+
+/// A worker that counts, in a global, the tasks its instance served, and
+/// answers that number on `NAME.count` (and on `NAME.slow`, after 200 ms);
+/// on `NAME.trap` it panics. With
+/// `stateless`, it declares itself stateless (and so sees warm instances).
+#[macro_export]
+macro_rules! counter_worker {
+    ($name:literal $(, $stateless:ident)?) => {
+        static SERVED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+        struct Counter;
+
+        impl anocast_sdk::Worker for Counter {
+            fn describe() -> anocast_sdk::PluginInfo {
+                anocast_sdk::PluginInfo::new($name, "0.1.0", &[concat!($name, ".*")])
+            }
+
+            fn interested(_task: anocast_sdk::Task) -> bool {
+                true
+            }
+
+            fn handle(task: anocast_sdk::Task) -> Result<Vec<u8>, String> {
+                let served = SERVED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                if task.topic.ends_with(".trap") {
+                    panic!("trapping after {served} tasks");
+                }
+                if task.topic.ends_with(".slow") {
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                }
+                Ok(served.to_string().into_bytes())
+            }
+        }
+
+        anocast_sdk::export!(Counter $(, $stateless)?);
+    };
+}
