@@ -120,6 +120,7 @@ anocast-sdk = { {{sdk}} }
 [profile.release]
 opt-level = "s"
 lto = true
+codegen-units = 1
 strip = true
 
 # A plugin builds on its own, also when its folder sits inside another
