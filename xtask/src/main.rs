@@ -252,7 +252,9 @@ fn demo() -> anyhow::Result<()> {
     let anocast = anocast_binary()?;
     let samples: &[(&str, &str, &str)] = &[
         (
-            "fan-out: two plugins analyse one text",
+            "fan-out: five plugins in four languages analyse one text (word-count and sentiment: Rust; keywords: \
+             Python; reading-time: JavaScript; byte-stats: C). The first run compiles the Python and JavaScript \
+             components (seconds); later runs load them from the compiled-code cache",
             "text.analyze",
             "What a great day: the new release is fast and I love it",
         ),

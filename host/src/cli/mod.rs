@@ -194,6 +194,11 @@ struct RunArgs {
     /// The plugins folder: every `.wasm` in it is loaded.
     #[arg(long, env = "ANOCAST_PLUGINS", value_name = "DIR")]
     plugins: PathBuf,
+    /// Where compiled code is cached (in DIR/cache), so that the next run
+    /// does not compile the same components again [default:
+    /// $XDG_DATA_HOME/anocast/local or ~/.local/share/anocast/local].
+    #[arg(long, env = "ANOCAST_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
     #[command(flatten)]
     task: TaskArgs,
     #[command(flatten)]
@@ -609,10 +614,13 @@ async fn shutdown_signal() {
 
 async fn run_once(args: RunArgs) -> anyhow::Result<ExitCode> {
     let (topic, payload, options) = args.task.resolve()?;
+    let mut runtime = args.limits.runtime(&config::FileConfig::default())?;
+    let data_dir = args.data_dir.clone().unwrap_or_else(|| crate::trust::default_data_dir("local"));
+    runtime.cache_dir = Some(data_dir.join("cache"));
     let host = start_host(HostConfig {
         plugins: Some(args.plugins.clone()),
         node_id: "local".into(),
-        runtime: args.limits.runtime(&config::FileConfig::default())?,
+        runtime,
         mesh: None,
         nesting: args.limits.nesting(&config::FileConfig::default())?,
         settle: args.limits.settle(&config::FileConfig::default())?,

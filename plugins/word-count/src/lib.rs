@@ -32,4 +32,4 @@ impl Worker for WordCount {
     }
 }
 
-export!(WordCount);
+export!(WordCount, stateless);
