@@ -81,6 +81,14 @@ pub async fn start_host_with(dir: &PluginDir, runtime: RuntimeConfig, nesting: N
     Host::start(HostConfig { plugins, node_id: "test".into(), runtime, nesting, ..HostConfig::default() }).await
 }
 
+/// The payload (or, for an error partial, the error) of `plugin`'s partial
+/// in an outcome's JSON; `null` when it has none.
+pub fn payload_of<'a>(json: &'a serde_json::Value, plugin: &str) -> &'a serde_json::Value {
+    let partials = json["partials"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let partial = partials.iter().find(|p| p["worker"].as_str().is_some_and(|w| w.contains(&format!("/{plugin}@"))));
+    partial.map_or(&serde_json::Value::Null, |p| if p["ok"] == true { &p["payload"] } else { &p["error"] })
+}
+
 /// Dispatch options with the given grace and timeout, in milliseconds.
 pub fn options(grace_ms: u64, timeout_ms: u64) -> DispatchOptions {
     DispatchOptions {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anocast::settle::Decision;
 use anocast::{Host, Outcome, RuntimeConfig, Status, Topic};
-use anocast_tests::{PluginDir, guests, options, start_host};
+use anocast_tests::{PluginDir, guests, options, payload_of, start_host};
 use serde_json::{Value, json};
 
 async fn send(host: &Host, topic: &str, payload: Value) -> anyhow::Result<(Outcome, Value)> {
@@ -27,13 +27,6 @@ async fn settled(host: &Host, count: u64) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     Ok(())
-}
-
-/// The payload of `plugin`'s partial.
-fn payload_of<'a>(json: &'a Value, plugin: &str) -> &'a Value {
-    let partials = json["partials"].as_array().expect("partials");
-    let partial = partials.iter().find(|p| p["worker"].as_str().is_some_and(|w| w.contains(&format!("/{plugin}@"))));
-    partial.map_or(&Value::Null, |p| if p["ok"] == true { &p["payload"] } else { &p["error"] })
 }
 
 #[tokio::test]

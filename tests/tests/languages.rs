@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use anocast::{Host, Outcome, RuntimeConfig, Status, Topic};
-use anocast_tests::{PluginDir, guests, options, shared_code_cache, start_host};
+use anocast_tests::{PluginDir, guests, options, payload_of, shared_code_cache, start_host};
 use serde_json::{Value, json};
 
 /// A host on `guests` whose compiled code is cached across the test run
@@ -23,13 +23,6 @@ async fn send(host: &Host, topic: &str, payload: &[u8]) -> anyhow::Result<(Outco
     let outcome = host.dispatcher().dispatch(Topic::parse(topic)?, payload.to_vec(), &options(2000, 20_000)).await?;
     let json: Value = serde_json::from_str(&outcome.to_json())?;
     Ok((outcome, json))
-}
-
-/// The payload (or the error) of `plugin`'s partial.
-fn payload_of<'a>(json: &'a Value, plugin: &str) -> &'a Value {
-    let partials = json["partials"].as_array().expect("partials");
-    let partial = partials.iter().find(|p| p["worker"].as_str().is_some_and(|w| w.contains(&format!("/{plugin}@"))));
-    partial.map_or(&Value::Null, |p| if p["ok"] == true { &p["payload"] } else { &p["error"] })
 }
 
 #[tokio::test]

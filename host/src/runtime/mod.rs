@@ -28,7 +28,7 @@ mod stdio;
 pub mod warm;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -464,6 +464,7 @@ impl Plugin {
             state.services = services;
             state.deadline = deadline;
             state.stderr_tail.lock().clear();
+            state.logged.store(0, Ordering::Relaxed);
             live.store.set_epoch_deadline(1);
             return Ok(Instance { live: Some(live), deadline, limit, warm: self.warm.clone(), healthy: true });
         }
@@ -481,12 +482,13 @@ impl Plugin {
                 .ok_or(CallError::Busy(rt.config.max_instances))?,
         };
         let stderr_tail = Arc::new(Mutex::new(String::new()));
+        let logged = Arc::new(AtomicUsize::new(0));
         let wasi = WasiCtxBuilder::new()
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
-            .stdout(stdio::GuestOutput::new(worker.clone(), "stdout", None))
-            .stderr(stdio::GuestOutput::new(worker.clone(), "stderr", Some(stderr_tail.clone())))
+            .stdout(stdio::GuestOutput::new(worker.clone(), "stdout", None, logged.clone()))
+            .stderr(stdio::GuestOutput::new(worker.clone(), "stderr", Some(stderr_tail.clone()), logged.clone()))
             .build();
         let mut table = ResourceTable::new();
         table.set_max_capacity(MAX_GUEST_RESOURCES);
@@ -497,6 +499,7 @@ impl Plugin {
             worker,
             request_id,
             stderr_tail,
+            logged,
             services,
             plugin: self.info.name.clone(),
             handling: false,
@@ -617,11 +620,6 @@ impl Instance {
         (state.tentative.take(), state.nested_staged)
     }
 
-    /// Whether this instance served an earlier task (a warm instance).
-    pub fn reused(&self) -> bool {
-        self.live.as_ref().is_some_and(|live| live.uses > 1)
-    }
-
     /// Turns the outcome of a guarded call into a [`CallError`] that says
     /// what went wrong, and records whether the instance is still healthy.
     fn outcome_of<R>(
@@ -680,6 +678,8 @@ pub struct TaskState {
     worker: Arc<str>,
     request_id: Arc<str>,
     stderr_tail: Arc<Mutex<String>>,
+    /// Bytes of stdout and stderr logged for the current task (capped).
+    logged: Arc<AtomicUsize>,
     /// Nested dispatch and the store, when the instance runs a task.
     services: Option<Services>,
     /// The plugin's name: its namespace in the store.

@@ -1,13 +1,14 @@
 //! Guest stdout and stderr, routed to the host's log line by line.
 //!
-//! Buffering is capped: a line longer than [`MAX_LINE`] is cut, and a stream
-//! stops logging after [`MAX_BYTES`] (one warning says so). The last stderr
+//! Buffering is capped: a line longer than [`MAX_LINE`] is cut, and a task's
+//! output stops being logged after [`MAX_BYTES`] (one warning says so). The last stderr
 //! line is kept so a trap's error can quote what the guest said (a Rust
 //! panic message, for instance).
 
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
 use parking_lot::Mutex;
@@ -18,7 +19,7 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 pub const MAX_LINE: usize = 4096;
 /// Bytes of the last stderr lines kept for error messages.
 const MAX_TAIL: usize = 400;
-/// Bytes a stream may log per task.
+/// Bytes a task's stdout and stderr may log, together.
 pub const MAX_BYTES: usize = 64 * 1024;
 
 /// Cuts `text` to at most `max` bytes on a character boundary.
@@ -38,11 +39,20 @@ pub struct GuestOutput {
     worker: Arc<str>,
     stream: &'static str,
     tail: Option<Arc<Mutex<String>>>,
+    logged: Arc<AtomicUsize>,
 }
 
 impl GuestOutput {
-    pub fn new(worker: Arc<str>, stream: &'static str, tail: Option<Arc<Mutex<String>>>) -> Self {
-        GuestOutput { worker, stream, tail }
+    /// The stream `stream` of `worker`, keeping the last stderr lines in
+    /// `tail`; `logged` counts the bytes logged for the current task (a warm
+    /// instance's count is reset with each task).
+    pub fn new(
+        worker: Arc<str>,
+        stream: &'static str,
+        tail: Option<Arc<Mutex<String>>>,
+        logged: Arc<AtomicUsize>,
+    ) -> Self {
+        GuestOutput { worker, stream, tail, logged }
     }
 }
 
@@ -59,7 +69,7 @@ impl StdoutStream for GuestOutput {
             stream: self.stream,
             tail: self.tail.clone(),
             line: Vec::new(),
-            logged: 0,
+            logged: self.logged.clone(),
         })
     }
 }
@@ -69,7 +79,7 @@ struct LineLogger {
     stream: &'static str,
     tail: Option<Arc<Mutex<String>>>,
     line: Vec<u8>,
-    logged: usize,
+    logged: Arc<AtomicUsize>,
 }
 
 impl LineLogger {
@@ -79,10 +89,10 @@ impl LineLogger {
         }
         let text = String::from_utf8_lossy(&self.line);
         let text = clip(text.trim_end(), MAX_LINE);
-        if self.logged < MAX_BYTES {
-            self.logged += text.len();
+        let before = self.logged.fetch_add(text.len(), Ordering::Relaxed);
+        if before < MAX_BYTES {
             tracing::info!(target: "anocast::guest", worker = &*self.worker, stream = self.stream, "{text}");
-            if self.logged >= MAX_BYTES {
+            if before + text.len() >= MAX_BYTES {
                 tracing::warn!(target: "anocast::guest", worker = &*self.worker, stream = self.stream, "output cap reached; the rest is dropped");
             }
         }
