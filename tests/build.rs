@@ -66,10 +66,10 @@ fn main() {
         let wit = root.join("wit");
         let out = target_dir.join(lang.name());
         let job = Job { wit: Some(&wit), ..Job::new(&folder, &out) };
-        if !job.up_to_date() {
-            if let Err(err) = anocast_build::build(&job, &tools) {
-                panic!("{err}\n(`cargo xtask test` and `cargo xtask plugins` install the tools each language needs)");
-            }
+        if !job.up_to_date()
+            && let Err(err) = anocast_build::build(&job, &tools)
+        {
+            panic!("{err}\n(`cargo xtask test` and `cargo xtask plugins` install the tools each language needs)");
         }
         consts.push_str(&constant(&job.name, &job.dest()));
     }

@@ -398,7 +398,7 @@ mod tests {
         for lang in Lang::ALL {
             assert_eq!(Lang::parse(lang.name()), Ok(lang));
         }
-        assert!(Lang::parse("cobol").unwrap_err().contains("rust, python, js or c"));
+        assert!(Lang::parse("cobol").expect_err("no such language").contains("rust, python, js or c"));
     }
 
     #[test]
@@ -426,7 +426,7 @@ mod tests {
     fn a_folder_in_no_known_language_is_refused_in_one_line() {
         let dir = std::env::temp_dir();
         let out = dir.join("anocast-build-none");
-        let err = build(&Job::new(&dir.join("no-such-plugin"), &out), &Tools::default()).unwrap_err();
+        let err = build(&Job::new(&dir.join("no-such-plugin"), &out), &Tools::default()).expect_err("nothing to build");
         assert!(err.0.contains("not a plugin folder"), "{err}");
         assert!(!err.0.contains('\n'));
     }

@@ -102,7 +102,7 @@ mod tests {
         std::fs::write(dir.join(SETTINGS_FILE), "stateless = true\n")?;
         assert_eq!(declared(&dir), Ok(true));
         std::fs::write(dir.join(SETTINGS_FILE), "stateles = true\n")?;
-        let err = declared(&dir).unwrap_err();
+        let err = declared(&dir).expect_err("a misspelt key is refused");
         std::fs::remove_dir_all(&dir)?;
         assert!(err.0.contains("unknown field"), "{err}");
         Ok(())

@@ -81,10 +81,8 @@ pub fn new(args: NewArgs) -> anyhow::Result<()> {
         args.name
     );
     println!("build it with: anocast build {} -o {}", folder.display(), folder.display());
-    if let Sdk::Git(url) = &sdk {
-        if args.lang == Lang::Rust {
-            println!("(anocast-sdk comes from {url}; pass --sdk PATH to use a checkout's guest-sdk)");
-        }
+    if let (Sdk::Git(url), Lang::Rust) = (&sdk, args.lang) {
+        println!("(anocast-sdk comes from {url}; pass --sdk PATH to use a checkout's guest-sdk)");
     }
     Ok(())
 }
