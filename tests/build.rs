@@ -32,7 +32,11 @@ fn main() {
     }
     let plugins_dir = root.join("plugins");
     let all = anocast_build::plugin_folders(&plugins_dir).expect("reading plugins/");
-    let rust: Vec<&String> = all.iter().filter(|(_, lang)| *lang == Lang::Rust).map(|(name, _)| name).collect();
+    // Rust plugins of the `plugins/` workspace are built all at once; any
+    // other plugin (a standalone crate too) on its own, below.
+    let workspace = std::fs::read_to_string(plugins_dir.join("Cargo.toml")).expect("reading plugins/Cargo.toml");
+    let member = |name: &str, lang: Lang| lang == Lang::Rust && workspace.contains(&format!("\"{name}\""));
+    let rust: Vec<&String> = all.iter().filter(|(name, lang)| member(name, *lang)).map(|(name, _)| name).collect();
     for plugin in &rust {
         println!("cargo:rerun-if-changed={}", plugins_dir.join(plugin).join("src").display());
         println!("cargo:rerun-if-changed={}", plugins_dir.join(plugin).join("Cargo.toml").display());
@@ -47,20 +51,21 @@ fn main() {
         let path = release.join(format!("{}.wasm", plugin.replace('-', "_")));
         consts.push_str(&constant(plugin, &path));
     }
-    // Plugins and test guests in other languages, built as `cargo xtask
-    // plugins` builds them, with the tools it installs.
+    // Plugins and test guests in other languages (and standalone Rust
+    // crates), built as `cargo xtask plugins` builds them, with the tools it
+    // installs.
     let tools = Tools { dir: Some(root.join("target").join("tools")), cargo_target_dir: Some(target_dir.clone()) };
     let lang_guests = manifest_dir.join("guests").join("lang");
     let others = all
         .iter()
+        .filter(|(name, lang)| !member(name, *lang))
         .map(|(name, lang)| (plugins_dir.join(name), *lang))
         .chain(
             anocast_build::plugin_folders(&lang_guests)
                 .expect("reading tests/guests/lang")
                 .into_iter()
                 .map(|(name, lang)| (lang_guests.join(name), lang)),
-        )
-        .filter(|(_, lang)| *lang != Lang::Rust);
+        );
     for (folder, lang) in others {
         println!("cargo:rerun-if-changed={}", folder.display());
         let wit = root.join("wit");

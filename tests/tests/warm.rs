@@ -1,7 +1,8 @@
 //! Warm instances: only a plugin that declares itself stateless has its
 //! instances reused, never after a failed call, never more than
-//! `warm_instances` idle per plugin, and idle ones give their slots up to
-//! other plugins' tasks.
+//! `warm_instances` idle per plugin; idle ones give their slots up to other
+//! plugins' tasks, and a task waiting for a slot takes an instance that
+//! comes back.
 
 use anocast::{Host, RuntimeConfig, Status, Topic};
 use anocast_tests::{PluginDir, guests, options, start_host};
@@ -64,5 +65,26 @@ async fn idle_warm_instances_are_bounded_and_give_their_slots_up_to_other_plugin
         assert_eq!(result?, (Status::Complete, Value::from(1)));
     }
     assert_eq!(warm.warm_idle(), 0, "both idle warm instances gave their slots up");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_task_waiting_for_a_slot_takes_the_instance_that_goes_back_to_the_pool() -> anyhow::Result<()> {
+    let dir = PluginDir::with(&[guests::WARM])?;
+    // Every slot can be held by a warm instance: the third task must not
+    // wait for a slot that is never released.
+    let runtime = RuntimeConfig { max_instances: 2, warm_instances: 2, ..RuntimeConfig::default() };
+    let host = start_host(&dir, runtime).await?;
+    let started = std::time::Instant::now();
+    let tasks: Vec<_> = (0..3).map(|_| ask(&host, "warm.slow")).collect();
+    let mut answers = Vec::new();
+    for result in futures::future::join_all(tasks).await {
+        let (status, answer) = result?;
+        assert_eq!(status, Status::Complete);
+        answers.push(answer.as_u64().ok_or_else(|| anyhow::anyhow!("not a count: {answer}"))?);
+    }
+    answers.sort_unstable();
+    assert_eq!(answers, [1, 1, 2], "two instances, one of which served the third task");
+    assert!(started.elapsed() < std::time::Duration::from_secs(3), "took {:?}", started.elapsed());
     Ok(())
 }

@@ -58,7 +58,9 @@ fn affected(root: &Path, paths: &[PathBuf]) -> anyhow::Result<BTreeSet<String>> 
     for path in paths {
         let Ok(relative) = path.strip_prefix(root) else { continue };
         let parts: Vec<_> = relative.iter().map(|p| p.to_string_lossy().into_owned()).collect();
-        if parts.iter().any(|p| p == "target") {
+        // Build output and caches (target/, __pycache__/, node_modules/, C
+        // bindings, dot-files) are not sources.
+        if relative.iter().any(|p| anocast_build::is_build_output(Path::new(p))) {
             continue;
         }
         match parts.as_slice() {
@@ -116,6 +118,15 @@ mod tests {
         assert_eq!(concerned(&["plugins/Cargo.toml"])?, rust);
         assert!(
             concerned(&[&format!("plugins/{one}/target/debug/x"), "plugins/no-such-plugin/src/lib.rs"])?.is_empty()
+        );
+        // What builds leave in a plugin's folder is not a change to it.
+        assert!(
+            concerned(&[
+                &format!("plugins/{py}/__pycache__/app.cpython-311.pyc"),
+                "plugins/byte-stats/bindings/worker.h",
+                &format!("plugins/{py}/.app.py.swp"),
+            ])?
+            .is_empty()
         );
         assert!(concerned(&["/elsewhere/lib.rs", "README.md"])?.is_empty());
         Ok(())

@@ -1,6 +1,7 @@
-//! C plugins: bindings from wit-bindgen's C generator, compiled by clang
-//! for `wasm32-wasi` (preview 1, Debian's wasi-libc) as a reactor, then
-//! made a component with the preview-1 adapter.
+//! C plugins: bindings from wit-bindgen's C generator (written into the
+//! plugin's `bindings/`), compiled by clang for `wasm32-wasi` (preview 1,
+//! Debian's wasi-libc) as a reactor, then made a component with the
+//! preview-1 adapter.
 
 use std::path::Path;
 use std::process::Command;
@@ -15,8 +16,13 @@ use crate::{BuildError, fail, on_path, run};
 /// The Debian packages the C tool chain comes from.
 pub const PACKAGES: [&str; 4] = ["clang", "lld", "wasi-libc", "libclang-rt-dev-wasm32"];
 
-/// Builds `folder/plugin.c` (and any other `.c` file there) into the
-/// component `out`.
+/// The folder, inside a C plugin's, where the generated bindings are
+/// written (`worker.h`, `worker.c`, `worker_component_type.o`), for the
+/// build and for the author's editor to read.
+pub const BINDINGS_DIR: &str = "bindings";
+
+/// Builds the `.c` files of `folder` (`plugin.c` and any other there, not in
+/// sub-folders) with the generated bindings into the component `out`.
 pub fn build(folder: &Path, wit: &Path, out: &Path) -> Result<(), BuildError> {
     let shown = folder.display();
     if !on_path("clang") {
@@ -25,16 +31,8 @@ pub fn build(folder: &Path, wit: &Path, out: &Path) -> Result<(), BuildError> {
             PACKAGES.join(" ")
         ));
     }
-    let work = out.with_extension("c-build");
-    std::fs::create_dir_all(&work).map_err(|e| BuildError(format!("creating {}: {e}", work.display())))?;
-    let result = build_in(folder, wit, out, &work);
-    let _ = std::fs::remove_dir_all(&work);
-    result
-}
-
-fn build_in(folder: &Path, wit: &Path, out: &Path, work: &Path) -> Result<(), BuildError> {
-    let shown = folder.display();
-    bindings(wit, work)
+    let bindings = folder.join(BINDINGS_DIR);
+    write_bindings(wit, &bindings)
         .map_err(|e| BuildError(format!("{shown}: generating C bindings from {}: {e:#}", wit.display())))?;
     let mut sources: Vec<_> = std::fs::read_dir(folder)
         .map_err(|e| BuildError(format!("{shown}: {e}")))?
@@ -43,14 +41,18 @@ fn build_in(folder: &Path, wit: &Path, out: &Path, work: &Path) -> Result<(), Bu
         .filter(|p| p.extension().is_some_and(|x| x == "c"))
         .collect();
     sources.sort();
-    let core = work.join("core.wasm");
+    let work = tempfile::Builder::new()
+        .prefix("anocast-c-")
+        .tempdir()
+        .map_err(|e| BuildError(format!("{shown}: creating a temporary folder: {e}")))?;
+    let core = work.path().join("core.wasm");
     let mut cmd = Command::new("clang");
     // `-s`: Debian's libc.a carries DWARF, which would triple the size.
     cmd.args(["--target=wasm32-wasi", "-mexec-model=reactor", "-O2", "-s", "-Wall", "-I"])
-        .arg(work)
+        .arg(&bindings)
         .args(&sources)
-        .arg(work.join("worker.c"))
-        .arg(work.join("worker_component_type.o"))
+        .arg(bindings.join("worker.c"))
+        .arg(bindings.join("worker_component_type.o"))
         .arg("-o")
         .arg(&core);
     run(cmd, &format!("clang failed on {shown} (the tool chain is Debian's {})", PACKAGES.join(", ")))?;
@@ -67,8 +69,9 @@ fn build_in(folder: &Path, wit: &Path, out: &Path, work: &Path) -> Result<(), Bu
 }
 
 /// Writes `worker.h`, `worker.c` and `worker_component_type.o` for the
-/// world `worker` of the package in `wit` into `dir`.
-fn bindings(wit: &Path, dir: &Path) -> anyhow::Result<()> {
+/// world `worker` of the package in `wit` into `dir`; a file whose content
+/// is unchanged is not rewritten (so that watchers see no change).
+fn write_bindings(wit: &Path, dir: &Path) -> anyhow::Result<()> {
     let mut resolve = wit_parser::Resolve::default();
     // Only the `.wit` files of `wit` itself (and a `deps/` folder) are read:
     // `wit/v0.1.0` is not.
@@ -76,8 +79,12 @@ fn bindings(wit: &Path, dir: &Path) -> anyhow::Result<()> {
     let world = resolve.select_world(&[package], Some("worker"))?;
     let mut files = wit_bindgen_core::Files::default();
     wit_bindgen_c::Opts::default().build().generate(&resolve, world, &mut files)?;
+    std::fs::create_dir_all(dir)?;
     for (name, bytes) in files.iter() {
-        std::fs::write(dir.join(name), bytes)?;
+        let path = dir.join(name);
+        if std::fs::read(&path).ok().as_deref() != Some(bytes) {
+            std::fs::write(path, bytes)?;
+        }
     }
     Ok(())
 }

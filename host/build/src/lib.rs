@@ -207,13 +207,13 @@ pub fn newest_source(dir: &Path, also: &[&Path]) -> Option<std::time::SystemTime
         let Ok(entries) = std::fs::read_dir(dir) else { return };
         for entry in entries.filter_map(Result::ok) {
             let path = entry.path();
-            let name = entry.file_name();
-            if matches!(name.to_str(), Some("target" | "node_modules" | "__pycache__" | ".git")) {
+            if is_build_output(&path) {
                 continue;
             }
-            if path.is_dir() {
+            // file_type does not follow symbolic links: no loops.
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
                 walk(&path, newest);
-            } else if let Ok(modified) = entry.metadata().and_then(|m| m.modified()) {
+            } else if let Ok(modified) = std::fs::metadata(&path).and_then(|m| m.modified()) {
                 *newest = (*newest).max(Some(modified));
             }
         }
@@ -226,6 +226,18 @@ pub fn newest_source(dir: &Path, also: &[&Path]) -> Option<std::time::SystemTime
         }
     }
     newest
+}
+
+/// Whether `path`, inside a plugin folder, is build output or a cache rather
+/// than a source: `target/`, `node_modules/`, `__pycache__/`, the C
+/// bindings `anocast build` generates (`bindings/`), dot-files, and
+/// components (`*.wasm`, `*.partial`).
+pub fn is_build_output(path: &Path) -> bool {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    matches!(name, "target" | "node_modules" | "__pycache__" | c::BINDINGS_DIR)
+        || name.starts_with('.')
+        || name.ends_with(".wasm")
+        || name.ends_with(".partial")
 }
 
 /// What to build: a plugin folder, into `out/<name>.wasm`.
@@ -275,9 +287,19 @@ pub fn build(job: &Job<'_>, tools: &Tools) -> Result<PathBuf, BuildError> {
     let Some(lang) = Lang::detect(folder) else {
         return fail(format!("{shown}: not a plugin folder (no Cargo.toml, app.py, app.js or plugin.c in it)"));
     };
+    // A typo in the settings fails before the (slow) tools run.
+    let stateless = stateless::declared(folder)?;
     std::fs::create_dir_all(job.out).map_err(|e| BuildError(format!("creating {}: {e}", job.out.display())))?;
     let dest = job.dest();
-    let partial = job.out.join(format!(".{}.wasm.partial", job.name));
+    // A name of its own, next to the destination, removed unless the build
+    // succeeds: concurrent builds never share it, and a node watching `out`
+    // ignores it (it is not a `.wasm` file).
+    let partial = tempfile::Builder::new()
+        .prefix(&format!(".{}.", job.name))
+        .suffix(".wasm.partial")
+        .tempfile_in(job.out)
+        .map_err(|e| BuildError(format!("creating a file in {}: {e}", job.out.display())))?
+        .into_temp_path();
     let wit = WitDir::for_job(job)?;
     match lang {
         Lang::Rust => build_rust(folder, tools, &partial)?,
@@ -297,10 +319,17 @@ pub fn build(job: &Job<'_>, tools: &Tools) -> Result<PathBuf, BuildError> {
         }
         Lang::C => c::build(folder, wit.path(), &partial)?,
     }
-    if stateless::declared(folder)? {
+    if stateless {
         stateless::mark_file(&partial).map_err(|e| BuildError(format!("{shown}: {e}")))?;
     }
-    std::fs::rename(&partial, &dest).map_err(|e| BuildError(format!("moving {} into place: {e}", dest.display())))?;
+    // Readable as any built file is (the temporary file was owner-only).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o644))
+            .map_err(|e| BuildError(format!("{shown}: {e}")))?;
+    }
+    partial.persist(&dest).map_err(|e| BuildError(format!("moving {} into place: {e}", dest.display())))?;
     Ok(dest)
 }
 
@@ -318,7 +347,11 @@ fn build_rust(folder: &Path, tools: &Tools, partial: &Path) -> Result<(), BuildE
         })
         .ok_or_else(|| BuildError(format!("{shown}: Cargo.toml has no [package] name")))?
         .replace('-', "_");
-    let target_dir = tools.cargo_target_dir.clone().unwrap_or_else(|| folder.join("target"));
+    let target_dir = tools
+        .cargo_target_dir
+        .clone()
+        .or_else(|| std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from))
+        .unwrap_or_else(|| folder.join("target"));
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.args(["build", "--quiet", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
         .arg(&manifest)
@@ -334,10 +367,11 @@ fn build_rust(folder: &Path, tools: &Tools, partial: &Path) -> Result<(), BuildE
 }
 
 /// The WIT folder a build reads: the plugin's own `wit/`, the one the job
-/// names, or the built-in contract written to a temporary folder.
+/// names, or the built-in contract written to a temporary folder (removed
+/// when the build ends).
 enum WitDir {
     Given(PathBuf),
-    Temporary(PathBuf),
+    Temporary(tempfile::TempDir),
 }
 
 impl WitDir {
@@ -349,24 +383,18 @@ impl WitDir {
         if let Some(wit) = job.wit {
             return Ok(WitDir::Given(wit.to_owned()));
         }
-        let dir = std::env::temp_dir().join(format!("anocast-wit-{}-{}", std::process::id(), job.name));
-        std::fs::create_dir_all(&dir)
-            .and_then(|()| std::fs::write(dir.join("worker.wit"), WORKER_WIT))
-            .map_err(|e| BuildError(format!("writing the WIT contract to {}: {e}", dir.display())))?;
+        let dir = tempfile::Builder::new()
+            .prefix("anocast-wit-")
+            .tempdir()
+            .and_then(|dir| std::fs::write(dir.path().join("worker.wit"), WORKER_WIT).map(|()| dir))
+            .map_err(|e| BuildError(format!("writing the WIT contract to a temporary folder: {e}")))?;
         Ok(WitDir::Temporary(dir))
     }
 
     fn path(&self) -> &Path {
         match self {
-            WitDir::Given(p) | WitDir::Temporary(p) => p,
-        }
-    }
-}
-
-impl Drop for WitDir {
-    fn drop(&mut self) {
-        if let WitDir::Temporary(dir) = self {
-            let _ = std::fs::remove_dir_all(dir);
+            WitDir::Given(p) => p,
+            WitDir::Temporary(dir) => dir.path(),
         }
     }
 }

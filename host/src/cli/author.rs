@@ -93,7 +93,7 @@ const REPOSITORY: &str = "https://github.com/anocast/anocast";
 /// A `guest-sdk` in `dir` or above it, relative to the new plugin folder
 /// (`dir/NAME`); else the git repository.
 fn find_sdk(dir: &Path) -> anyhow::Result<Sdk> {
-    let dir = std::path::absolute(dir)?;
+    let dir = std::fs::canonicalize(dir)?;
     for (up, ancestor) in dir.ancestors().enumerate() {
         if ancestor.join("guest-sdk").join("Cargo.toml").is_file() {
             // From dir/NAME: one `..` for NAME, one per level climbed.
@@ -109,8 +109,8 @@ fn find_sdk(dir: &Path) -> anyhow::Result<Sdk> {
 
 /// `anocast build`.
 pub fn build(args: BuildArgs) -> anyhow::Result<()> {
-    let folder = &args.folder;
-    let folder = std::path::absolute(folder).with_context(|| format!("bad folder {}", folder.display()))?;
+    let folder = std::fs::canonicalize(&args.folder)
+        .with_context(|| format!("cannot open the plugin folder {}", args.folder.display()))?;
     let out = args.out.clone().unwrap_or_else(|| folder.clone());
     let lang = Lang::detect(&folder).with_context(|| {
         format!("{} is not a plugin folder (no Cargo.toml, app.py, app.js or plugin.c in it)", folder.display())

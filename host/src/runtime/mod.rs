@@ -198,6 +198,9 @@ struct RuntimeInner {
     /// The warm pools of the stateless plugins loaded, so that their idle
     /// instances give up their slots when a task finds none free.
     pools: Mutex<Vec<std::sync::Weak<WarmPool>>>,
+    /// Woken when an instance goes back to a warm pool: a task waiting for
+    /// a slot may take it, or have it give its slot up.
+    returned: Arc<tokio::sync::Notify>,
     _ticker: EpochTicker,
 }
 
@@ -260,6 +263,7 @@ impl Runtime {
                 config,
                 slots,
                 pools: Mutex::new(Vec::new()),
+                returned: Arc::new(tokio::sync::Notify::new()),
                 _ticker: ticker,
             }),
         })
@@ -329,7 +333,7 @@ impl Runtime {
         let info = instance.describe().await.map_err(LoadError::Describe)?;
         plugin.info = PluginInfo::validate(info)?;
         if stateless && self.inner.config.warm_instances > 0 {
-            let pool = Arc::new(WarmPool::new(self.inner.config.warm_instances));
+            let pool = Arc::new(WarmPool::new(self.inner.config.warm_instances, self.inner.returned.clone()));
             let mut pools = self.inner.pools.lock();
             pools.retain(|pool| pool.strong_count() > 0);
             pools.push(Arc::downgrade(&pool));
@@ -457,29 +461,19 @@ impl Plugin {
             Duration::from_millis(left.as_millis() as u64)
         };
         let deadline = deadline.min(now + rt.config.call_timeout);
-        if let Some(mut live) = self.warm.as_ref().and_then(|pool| pool.take(&worker)) {
-            live.uses += 1;
-            let state = live.store.data_mut();
-            state.request_id = request_id;
-            state.services = services;
-            state.deadline = deadline;
-            state.stderr_tail.lock().clear();
-            state.logged.store(0, Ordering::Relaxed);
-            live.store.set_epoch_deadline(1);
-            return Ok(Instance { live: Some(live), deadline, limit, warm: self.warm.clone(), healthy: true });
-        }
-        // Idle warm instances give their slots up before a task waits.
-        let mut free = rt.slots.clone().try_acquire_owned();
-        while free.is_err() && self.runtime.evict_idle() {
-            free = rt.slots.clone().try_acquire_owned();
-        }
-        let slot = match free {
-            Ok(slot) => slot,
-            Err(_) => tokio::time::timeout_at(deadline.into(), rt.slots.clone().acquire_owned())
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .ok_or(CallError::Busy(rt.config.max_instances))?,
+        let slot = match self.acquire(&worker, deadline).await? {
+            Acquired::Slot(slot) => slot,
+            Acquired::Warm(mut live) => {
+                live.uses += 1;
+                let state = live.store.data_mut();
+                state.request_id = request_id;
+                state.services = services;
+                state.deadline = deadline;
+                state.stderr_tail.lock().clear();
+                state.logged.store(0, Ordering::Relaxed);
+                live.store.set_epoch_deadline(1);
+                return Ok(Instance::new(live, deadline, limit, self.warm.clone()));
+            }
         };
         let stderr_tail = Arc::new(Mutex::new(String::new()));
         let logged = Arc::new(AtomicUsize::new(0));
@@ -520,7 +514,7 @@ impl Plugin {
             }
         });
         let live = Live { store, exports: None, _slot: slot, uses: 1 };
-        let mut instance = Instance { live: Some(live), deadline, limit, warm: self.warm.clone(), healthy: false };
+        let mut instance = Instance::new(live, deadline, limit, self.warm.clone());
         let exports = match &self.pre {
             Pre::V2(pre) => {
                 let result = guard(deadline, pre.instantiate_async(&mut instance.live().store)).await;
@@ -535,11 +529,53 @@ impl Plugin {
         Ok(instance)
     }
 
+    /// A warm instance of this plugin, else a free slot for a fresh one.
+    /// When there is neither, idle warm instances of other plugins give
+    /// their slots up; failing that, the task waits until one is released
+    /// or an instance goes back to a pool (both wake it), up to `deadline`.
+    async fn acquire(&self, worker: &str, deadline: Instant) -> Result<Acquired, CallError> {
+        let rt = &self.runtime.inner;
+        let returned = rt.returned.clone();
+        let wait = async {
+            loop {
+                // Registered before looking, so that an instance returned
+                // meanwhile is not missed.
+                let notified = returned.notified();
+                let mut notified = std::pin::pin!(notified);
+                notified.as_mut().enable();
+                if let Some(live) = self.warm.as_ref().and_then(|pool| pool.take(worker)) {
+                    return Some(Acquired::Warm(live));
+                }
+                if let Ok(slot) = rt.slots.clone().try_acquire_owned() {
+                    return Some(Acquired::Slot(slot));
+                }
+                if self.runtime.evict_idle() {
+                    continue;
+                }
+                tokio::select! {
+                    slot = rt.slots.clone().acquire_owned() => return slot.ok().map(Acquired::Slot),
+                    () = notified => {}
+                }
+            }
+        };
+        tokio::time::timeout_at(deadline.into(), wait)
+            .await
+            .ok()
+            .flatten()
+            .ok_or(CallError::Busy(rt.config.max_instances))
+    }
+
     /// Warm instances waiting for this plugin's next task (0 unless it is
     /// stateless).
     pub fn warm_idle(&self) -> usize {
         self.warm.as_ref().map_or(0, |pool| pool.idle())
     }
+}
+
+/// What a task starts from: a warm instance, or a slot for a fresh one.
+enum Acquired {
+    Warm(Live),
+    Slot(tokio::sync::OwnedSemaphorePermit),
 }
 
 /// Most resources (streams, pollables, ...) a guest may hold at once.
@@ -555,15 +591,17 @@ pub struct Instance {
     deadline: Instant,
     limit: Duration,
     warm: Option<Arc<WarmPool>>,
-    /// Whether every call so far returned normally (no trap, no deadline, no
-    /// cancelled call): only then may the instance serve another task.
-    healthy: bool,
+    /// A call is under way (if the instance is dropped now, the call was
+    /// cancelled half-way).
+    in_call: bool,
+    /// A call failed (a trap, a deadline, the memory limit).
+    poisoned: bool,
 }
 
 /// Calls one export on whichever version of the contract the instance has.
 macro_rules! call {
     ($self:ident, |$w:ident, $store:ident| $v2:expr, $v1:expr) => {{
-        $self.healthy = false;
+        $self.in_call = true;
         let deadline = $self.deadline;
         let live = $self.live();
         let $store = &mut live.store;
@@ -577,6 +615,10 @@ macro_rules! call {
 }
 
 impl Instance {
+    fn new(live: Live, deadline: Instant, limit: Duration, warm: Option<Arc<WarmPool>>) -> Self {
+        Instance { live: Some(live), deadline, limit, warm, in_call: false, poisoned: false }
+    }
+
     fn live(&mut self) -> &mut Live {
         self.live.as_mut().expect("an instance is live until dropped")
     }
@@ -621,16 +663,20 @@ impl Instance {
     }
 
     /// Turns the outcome of a guarded call into a [`CallError`] that says
-    /// what went wrong, and records whether the instance is still healthy.
+    /// what went wrong; a failed call poisons the instance for reuse.
     fn outcome_of<R>(
         &mut self,
         result: Result<wasmtime::Result<R>, tokio::time::error::Elapsed>,
     ) -> Result<R, CallError> {
+        self.in_call = false;
+        let outcome = self.error_of(result);
+        self.poisoned |= outcome.is_err() || self.state().limiter.exceeded();
+        outcome
+    }
+
+    fn error_of<R>(&self, result: Result<wasmtime::Result<R>, tokio::time::error::Elapsed>) -> Result<R, CallError> {
         let err = match result {
-            Ok(Ok(value)) => {
-                self.healthy = !self.state().limiter.exceeded();
-                return Ok(value);
-            }
+            Ok(Ok(value)) => return Ok(value),
             Err(_) => return Err(CallError::Deadline(self.limit)),
             Ok(Err(err)) => err,
         };
@@ -655,7 +701,8 @@ impl Instance {
 
 impl Drop for Instance {
     fn drop(&mut self) {
-        if let (Some(pool), Some(live), true) = (&self.warm, self.live.take(), self.healthy) {
+        let reusable = !self.in_call && !self.poisoned;
+        if let (Some(pool), Some(live), true) = (&self.warm, self.live.take(), reusable) {
             pool.put(live);
         }
     }

@@ -23,8 +23,10 @@
 //!   up first. At most [`crate::runtime::RuntimeConfig::warm_instances`]
 //!   wait per plugin, and an instance is retired after [`MAX_USES`] tasks.
 
+use std::sync::Arc;
+
 use parking_lot::Mutex;
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{Notify, OwnedSemaphorePermit};
 use wasmtime::Store;
 
 use super::{Exports, TaskState};
@@ -56,11 +58,13 @@ pub(super) struct Live {
 pub(super) struct WarmPool {
     idle: Mutex<Vec<Live>>,
     max: usize,
+    /// The runtime's: woken when an instance comes back.
+    returned: Arc<Notify>,
 }
 
 impl WarmPool {
-    pub fn new(max: usize) -> Self {
-        WarmPool { idle: Mutex::new(Vec::with_capacity(max)), max }
+    pub fn new(max: usize, returned: Arc<Notify>) -> Self {
+        WarmPool { idle: Mutex::new(Vec::with_capacity(max)), max, returned }
     }
 
     /// An idle instance that last ran for `worker`, if any.
@@ -80,6 +84,10 @@ impl WarmPool {
         let mut idle = self.idle.lock();
         if idle.len() < self.max {
             idle.push(live);
+            drop(idle);
+            // Tasks waiting for a slot may take this instance, or have it
+            // give its slot up.
+            self.returned.notify_waiters();
         }
     }
 
