@@ -198,7 +198,7 @@ fn plugins() -> anyhow::Result<PathBuf> {
         .iter()
         .map(|lang| (lang, all.iter().filter(|(_, l)| l == lang).count()))
         .filter(|(_, n)| *n > 0)
-        .map(|(lang, n)| format!("{n} in {}", tools::title(*lang)))
+        .map(|(lang, n)| format!("{n} in {}", lang.title()))
         .collect();
     step(&format!("building {} plugin(s): {}", all.len(), counts.join(", ")));
     if all.iter().any(|(name, lang)| *lang == Lang::Rust && workspace_member(name)) {

@@ -23,16 +23,6 @@ pub fn dir() -> PathBuf {
     root().join("target").join("tools")
 }
 
-/// The language's name in prose.
-pub fn title(lang: Lang) -> &'static str {
-    match lang {
-        Lang::Rust => "Rust",
-        Lang::Python => "Python",
-        Lang::JavaScript => "JavaScript",
-        Lang::C => "C",
-    }
-}
-
 /// Installs what building plugins in `languages` needs, where missing.
 pub fn ensure(languages: &BTreeSet<Lang>) -> anyhow::Result<Tools> {
     let tools = Tools { dir: Some(dir()), cargo_target_dir: Some(crate::guest_target_dir()) };

@@ -69,6 +69,16 @@ impl Lang {
         }
     }
 
+    /// The language's name in prose (`Rust`, `Python`, `JavaScript`, `C`).
+    pub fn title(self) -> &'static str {
+        match self {
+            Lang::Rust => "Rust",
+            Lang::Python => "Python",
+            Lang::JavaScript => "JavaScript",
+            Lang::C => "C",
+        }
+    }
+
     /// The file that marks a folder as a plugin in this language.
     pub fn marker(self) -> &'static str {
         match self {
@@ -122,11 +132,6 @@ pub struct Tools {
 }
 
 impl Tools {
-    /// Tools installed under `dir`, then on `PATH`.
-    pub fn in_dir(dir: impl Into<PathBuf>) -> Self {
-        Tools { dir: Some(dir.into()), cargo_target_dir: None }
-    }
-
     /// The folder componentize-py is installed into under [`Tools::dir`].
     pub fn componentize_py_dir(&self) -> Option<PathBuf> {
         self.dir.as_ref().map(|d| d.join("componentize-py"))

@@ -56,21 +56,12 @@ pub fn files(name: &str, lang: Lang, sdk: &Sdk) -> Vec<(PathBuf, String)> {
     };
     files.push((
         "README.md".into(),
-        fill(README).replace("{{lang}}", lang_title(lang)).replace("{{source}}", lang.marker()),
+        fill(README).replace("{{lang}}", lang.title()).replace("{{source}}", lang.marker()),
     ));
     if lang != Lang::Rust {
         files.push((crate::stateless::SETTINGS_FILE.into(), SETTINGS.into()));
     }
     files
-}
-
-fn lang_title(lang: Lang) -> &'static str {
-    match lang {
-        Lang::Rust => "Rust",
-        Lang::Python => "Python",
-        Lang::JavaScript => "JavaScript",
-        Lang::C => "C",
-    }
 }
 
 const README: &str = "\
