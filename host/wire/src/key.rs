@@ -6,10 +6,19 @@
 //! Verification is strict: a public key must be a canonical encoding of a
 //! point that is not of small order, and a signature's `R` must be a
 //! canonical encoding of a point that is not of small order and its `s` a
-//! canonical scalar. Anything else is refused before any curve arithmetic
-//! on the message.
+//! canonical scalar.
+//!
+//! Curve arithmetic is most of a reply's cost, so none is done twice: a
+//! public key that passed its checks is remembered (a key's validity
+//! depends on its bytes alone, and a mesh has few keys), and a single
+//! signature's `R` is checked by the verification itself, which refuses a
+//! weak `R` and compares `R`'s bytes with the canonical encoding it
+//! computes. Batches check `R` before verifying, so that both accept
+//! exactly the same signatures.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::{LazyLock, Mutex};
 
 use curve25519_dalek::edwards::CompressedEdwardsY;
 use curve25519_dalek::scalar::Scalar;
@@ -76,11 +85,22 @@ pub struct PublicKey(VerifyingKey);
 impl PublicKey {
     /// Reads 32 bytes strictly.
     pub fn from_bytes(bytes: &[u8; 32]) -> Result<Self, WireError> {
+        if let Some(key) = KNOWN_KEYS.lock().ok().and_then(|known| known.get(bytes).copied()) {
+            return Ok(PublicKey(key));
+        }
         let point = canonical_point(bytes).ok_or_else(|| WireError::new("public key is not a canonical point"))?;
         if point.is_small_order() {
             return Err(WireError::new("weak public key (small order)"));
         }
-        VerifyingKey::from_bytes(bytes).map(PublicKey).map_err(|_| WireError::new("invalid public key"))
+        let key = VerifyingKey::from_bytes(bytes).map_err(|_| WireError::new("invalid public key"))?;
+        if let Ok(mut known) = KNOWN_KEYS.lock() {
+            // Bounded: keys sent to fill it only push the others out.
+            if known.len() >= KNOWN_KEYS_MAX {
+                known.clear();
+            }
+            known.insert(*bytes, key);
+        }
+        Ok(PublicKey(key))
     }
 
     /// Reads `ed25519:<64 hex digits>`.
@@ -99,8 +119,12 @@ impl PublicKey {
     }
 
     /// Verifies `signature` over `message` strictly.
+    ///
+    /// `verify_strict` refuses a non-canonical `s`, an `R` or key of small
+    /// order, and (comparing encodings) a non-canonical `R`: the same
+    /// signatures [`check_signature`] lets through to a batch.
     pub fn verify(&self, message: &[u8], signature: &[u8; 64]) -> Result<(), WireError> {
-        check_signature(signature)?;
+        check_s(signature)?;
         self.0.verify_strict(message, &Signature::from_bytes(signature)).map_err(|_| WireError::new("bad signature"))
     }
 
@@ -121,6 +145,12 @@ impl fmt::Debug for PublicKey {
     }
 }
 
+/// Public keys that passed [`PublicKey::from_bytes`]'s checks.
+static KNOWN_KEYS: LazyLock<Mutex<HashMap<[u8; 32], VerifyingKey>>> = LazyLock::new(Mutex::default);
+
+/// Most keys remembered at once.
+const KNOWN_KEYS_MAX: usize = 4096;
+
 /// The point `bytes` encode, if they are its canonical encoding.
 fn canonical_point(bytes: &[u8; 32]) -> Option<curve25519_dalek::EdwardsPoint> {
     let point = CompressedEdwardsY(*bytes).decompress()?;
@@ -137,6 +167,11 @@ pub(crate) fn check_signature(signature: &[u8; 64]) -> Result<(), WireError> {
     if point.is_small_order() {
         return Err(WireError::new("weak signature (R of small order)"));
     }
+    check_s(signature)
+}
+
+/// Checks that a signature's `s` is a canonical scalar (no curve arithmetic).
+fn check_s(signature: &[u8; 64]) -> Result<(), WireError> {
     let mut s = [0u8; 32];
     s.copy_from_slice(&signature[32..]);
     if bool::from(Scalar::from_canonical_bytes(s).is_none()) {
@@ -192,6 +227,46 @@ mod tests {
         assert!(PublicKey::from_bytes(&non_canonical).is_err());
         assert!(PublicKey::parse("ed25519:00").is_err());
         assert!(PublicKey::parse("rsa:00").is_err());
+    }
+
+    #[test]
+    fn remembered_keys_are_checked_keys() -> Result<(), WireError> {
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        // A refused key is not remembered: refused again.
+        for _ in 0..2 {
+            assert!(PublicKey::from_bytes(&identity).is_err());
+        }
+        let key = NodeKey::from_seed(&[9; 32]).public();
+        assert_eq!(PublicKey::from_bytes(&key.to_bytes())?, key);
+        assert_eq!(PublicKey::from_bytes(&key.to_bytes())?, key);
+        Ok(())
+    }
+
+    #[test]
+    fn single_and_batch_refuse_the_same_weak_or_non_canonical_r() -> Result<(), WireError> {
+        let key = NodeKey::from_seed(&[7; 32]);
+        let good = key.sign(b"message");
+        // R = the identity (small order), canonical and in the y = p + 1
+        // form; R = y = 2 + p, a non-canonical encoding.
+        let mut rs = Vec::new();
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        rs.push(identity);
+        let mut p_plus_1 = [0xff; 32];
+        p_plus_1[0] = 0xee;
+        p_plus_1[31] = 0x7f;
+        rs.push(p_plus_1);
+        let mut p_plus_2 = p_plus_1;
+        p_plus_2[0] = 0xef;
+        rs.push(p_plus_2);
+        for r in rs {
+            let mut bad = good;
+            bad[..32].copy_from_slice(&r);
+            assert!(key.public().verify(b"message", &bad).is_err(), "single accepted R = {}", hex::encode(r));
+            assert!(check_signature(&bad).is_err(), "batch pre-check accepted R = {}", hex::encode(r));
+        }
+        key.public().verify(b"message", &good)
     }
 
     #[test]
