@@ -321,3 +321,29 @@ async fn guest_output_goes_to_the_host_log() -> anyhow::Result<()> {
     assert!(log.contains(&outcome.request_id), "guest log records carry the request id: {log}");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_short_call_after_a_long_wait_finishes_on_its_first_poll() -> anyhow::Result<()> {
+    use futures::FutureExt;
+    let dir = PluginDir::with(&[guests::ECHO])?;
+    let host = start_host(&dir, RuntimeConfig::default()).await?;
+    let echo = host.plugins().get("echo").map(|p| p.plugin.clone()).context("echo is loaded")?;
+    let task = anocast::runtime::WitTask {
+        topic: "echo".into(),
+        request_id: "r".into(),
+        payload: b"hi".to_vec(),
+        content_type: "text/plain".into(),
+        deadline_ms: 10_000,
+        depth: 0,
+        ancestry: Vec::new(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut instance = echo.instantiate("t/echo@1".into(), "r".into(), deadline, None).await?;
+    assert!(instance.interested(&task).await?);
+    // Several epoch ticks (10 ms each) pass while the worker waits, as it
+    // does for the ledger; `handle` still gets a slice of its own.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let reply = instance.handle(&task).now_or_never().context("handle yielded on its first poll")??;
+    assert_eq!(reply.map_err(anyhow::Error::msg)?, b"hi");
+    Ok(())
+}

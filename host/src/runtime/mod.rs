@@ -604,6 +604,11 @@ macro_rules! call {
         $self.in_call = true;
         let deadline = $self.deadline;
         let live = $self.live();
+        // The call's own slice before its first yield: an epoch tick while
+        // the instance waited between calls (on the ledger, say) must not
+        // make a short call yield at once (a worker whose `handle` is done
+        // on its first poll sends one reply instead of two).
+        live.store.set_epoch_deadline(1);
         let $store = &mut live.store;
         let result = match &live.exports {
             Some(Exports::V2($w)) => guard(deadline, $v2).await,

@@ -157,17 +157,39 @@ fn canonical_point(bytes: &[u8; 32]) -> Option<curve25519_dalek::EdwardsPoint> {
     (point.compress().as_bytes() == bytes).then_some(point)
 }
 
-/// Checks a signature's encoding: `R` canonical and not of small order, `s`
-/// canonical. Done before single or batch verification, so that both accept
-/// exactly the same signatures.
+/// Checks a signature's encoding before a batch verification: `R`
+/// canonical and not of small order, `s` canonical. This looks at bytes
+/// only: an `R` that passes and is no point at all fails the batch, whose
+/// signatures are then verified one by one. The single path
+/// ([`PublicKey::verify`]) refuses exactly what this refuses.
 pub(crate) fn check_signature(signature: &[u8; 64]) -> Result<(), WireError> {
     let mut r = [0u8; 32];
     r.copy_from_slice(&signature[..32]);
-    let point = canonical_point(&r).ok_or_else(|| WireError::new("non-canonical signature (R)"))?;
-    if point.is_small_order() {
+    check_r(&r)?;
+    check_s(signature)
+}
+
+/// The canonical encodings of the eight points of small order.
+static SMALL_ORDER: LazyLock<[[u8; 32]; 8]> =
+    LazyLock::new(|| curve25519_dalek::constants::EIGHT_TORSION.map(|point| point.compress().to_bytes()));
+
+/// Refuses an `R` whose encoding is not canonical or whose point is of small
+/// order, from its bytes: `y` (the low 255 bits) must be below the field
+/// prime p = 2^255 - 19, and the sign bit of `x` must be clear when x = 0,
+/// which happens for y = 1 and y = p - 1 only (both of small order).
+fn check_r(r: &[u8; 32]) -> Result<(), WireError> {
+    let mut y = *r;
+    y[31] &= 0x7f;
+    let y_at_least_p = y[31] == 0x7f && y[1..31].iter().all(|&b| b == 0xff) && y[0] >= 0xed;
+    let y_is_one = y[0] == 1 && y[1..].iter().all(|&b| b == 0);
+    let y_is_p_minus_one = y[31] == 0x7f && y[1..31].iter().all(|&b| b == 0xff) && y[0] == 0xec;
+    if y_at_least_p || (r[31] & 0x80 != 0 && (y_is_one || y_is_p_minus_one)) {
+        return Err(WireError::new("non-canonical signature (R)"));
+    }
+    if SMALL_ORDER.contains(r) {
         return Err(WireError::new("weak signature (R of small order)"));
     }
-    check_s(signature)
+    Ok(())
 }
 
 /// Checks that a signature's `s` is a canonical scalar (no curve arithmetic).
@@ -241,6 +263,60 @@ mod tests {
         assert_eq!(PublicKey::from_bytes(&key.to_bytes())?, key);
         assert_eq!(PublicKey::from_bytes(&key.to_bytes())?, key);
         Ok(())
+    }
+
+    /// The curve-arithmetic reference for [`check_r`]: decompress, and
+    /// compare the canonical encoding and the order.
+    fn reference_check_r(r: &[u8; 32]) -> Option<bool> {
+        let point = CompressedEdwardsY(*r).decompress()?;
+        Some(point.compress().as_bytes() == r && !point.is_small_order())
+    }
+
+    #[test]
+    fn the_bytes_only_r_check_agrees_with_curve_arithmetic_on_every_point() {
+        let mut cases: Vec<[u8; 32]> = Vec::new();
+        // Every y from p - 2 to 2^255 - 1, and small y, with either sign.
+        for low in 0xea..=0xffu8 {
+            let mut y = [0xff; 32];
+            y[0] = low;
+            y[31] = 0x7f;
+            cases.push(y);
+        }
+        for small in 0..=20u8 {
+            let mut y = [0u8; 32];
+            y[0] = small;
+            cases.push(y);
+        }
+        for t in curve25519_dalek::constants::EIGHT_TORSION {
+            cases.push(t.compress().to_bytes());
+        }
+        // Points of large order, and random bytes.
+        for i in 0..200u8 {
+            cases.push(NodeKey::from_seed(&[i; 32]).sign(b"m")[..32].try_into().expect("32 bytes"));
+            let mut random = [0u8; 32];
+            for (j, b) in random.iter_mut().enumerate() {
+                *b = (i as usize * 131 + j * 71 + (i as usize * j) % 251) as u8;
+            }
+            cases.push(random);
+        }
+        let with_signs: Vec<[u8; 32]> = cases
+            .iter()
+            .flat_map(|c| {
+                let (mut plus, mut minus) = (*c, *c);
+                plus[31] &= 0x7f;
+                minus[31] |= 0x80;
+                [plus, minus]
+            })
+            .collect();
+        let mut points = 0;
+        for r in with_signs {
+            // Bytes that are no point are left to the batch to refuse.
+            if let Some(accept) = reference_check_r(&r) {
+                points += 1;
+                assert_eq!(check_r(&r).is_ok(), accept, "R = {}", hex::encode(r));
+            }
+        }
+        assert!(points > 200, "too few points among the cases: {points}");
     }
 
     #[test]
