@@ -617,6 +617,21 @@ async fn the_redis_ledger_closes_atomically_on_the_last_expected_answer() -> any
     ledger.finish("t-2", ttl).await?;
     ledger.finish("t-1", ttl).await?;
     assert!(!ledger.declare("t-1", "n/after@1", ttl, 0).await?.accepted, "finished lists stay closed");
+
+    // One expected group: its answer closes the window at once, without a
+    // count; a list the ledger closed is forgotten and stays closed.
+    let only = ledger.declare("t-3", "n/a@1", ttl, 1).await?;
+    assert_eq!(only, Declaration { accepted: true, closed: Some(vec!["n/a@1".into()]) });
+    assert!(!ledger.declare("t-3", "n/late@1", ttl, 1).await?.accepted);
+    assert_eq!(ledger.decline("t-4", ttl, 1).await?, Some(vec![]));
+    assert!(!ledger.declare("t-4", "n/late@1", ttl, 0).await?.accepted);
+    let mut conn = redis::Client::open(redis.url())?.get_multiplexed_async_connection().await?;
+    let answers: Vec<String> = redis::cmd("KEYS").arg("anocast:*:answers").query_async(&mut conn).await?;
+    assert!(answers.is_empty(), "no count is kept for one expected group: {answers:?}");
+    ledger.forget("t-3").await?;
+    let left: Vec<String> = redis::cmd("KEYS").arg("anocast:{t-3}*").query_async(&mut conn).await?;
+    assert_eq!(left, ["anocast:{t-3}:closed"], "forgetting keeps only the closed marker");
+    assert!(!ledger.declare("t-3", "n/after@1", ttl, 0).await?.accepted, "forgotten lists stay closed");
     redis.assert_every_key_expires().await
 }
 

@@ -157,7 +157,7 @@ impl Dispatcher {
         let key = task.interest_key();
         let ttl = options.timeout + LIST_TTL_MARGIN;
         self.ledger.open(&key, ttl).await?;
-        let mut finish = FinishList { ledger: self.ledger.clone(), key: Some(key.clone()), ttl };
+        let mut finish = FinishList { ledger: self.ledger.clone(), key: Some(key.clone()), ttl, closed: false };
         let mut inbox = self.bus.open_inbox(&task).await?;
         let receivers = self.bus.broadcast(task.clone(), &mut inbox).await?.or(expected.map(|groups| groups.len()));
         let check_every = self.registry.as_ref().map_or(options.timeout, |r| r.check_interval());
@@ -214,6 +214,7 @@ impl Dispatcher {
         missing.sort();
         // Forgetting the list is not awaited (the outcome is final already)
         // unless the ledger is in-process.
+        finish.closed = gather.closed_in_ledger;
         if self.ledger.in_process() {
             finish.key = None;
             if let Err(err) = self.ledger.finish(&key, ttl).await {
@@ -279,6 +280,9 @@ struct Gather<'a> {
     security: Option<&'a Security>,
     /// Whether the interest window is still open.
     open: bool,
+    /// Whether the ledger said the window is closed (so that forgetting
+    /// the list need not close it).
+    closed_in_ledger: bool,
     /// Acknowledgements received.
     acks: usize,
     /// Workers that acknowledged a declaration and have not replied.
@@ -312,6 +316,7 @@ impl<'a> Gather<'a> {
             security,
             untrusted: Vec::new(),
             open: true,
+            closed_in_ledger: false,
             acks: 0,
             declared: HashSet::new(),
             replied: HashSet::new(),
@@ -341,6 +346,7 @@ impl<'a> Gather<'a> {
     fn closed(&mut self, list: Vec<String>) {
         use anocast_wire::declaration::{Declaration, worker_id};
         self.open = false;
+        self.closed_in_ledger = true;
         self.waiting.clear();
         for entry in list {
             let worker = worker_id(&entry);
@@ -423,14 +429,17 @@ struct FinishList {
     ledger: Arc<dyn Ledger>,
     key: Option<String>,
     ttl: Duration,
+    /// The ledger said the window is closed: forgetting is enough.
+    closed: bool,
 }
 
 impl Drop for FinishList {
     fn drop(&mut self) {
         let (Some(key), Ok(handle)) = (self.key.take(), tokio::runtime::Handle::try_current()) else { return };
-        let (ledger, ttl) = (self.ledger.clone(), self.ttl);
+        let (ledger, ttl, closed) = (self.ledger.clone(), self.ttl, self.closed);
         handle.spawn(async move {
-            if let Err(err) = ledger.finish(&key, ttl).await {
+            let done = if closed { ledger.forget(&key).await } else { ledger.finish(&key, ttl).await };
+            if let Err(err) = done {
                 tracing::warn!(%err, key, "could not forget an interest list");
             }
         });

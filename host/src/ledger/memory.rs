@@ -127,6 +127,11 @@ impl Ledger for MemoryLedger {
         Ok(list.workers.clone())
     }
 
+    async fn forget(&self, key: &str) -> Result<(), LedgerError> {
+        self.shard(key).lock().lists.remove(key);
+        Ok(())
+    }
+
     async fn finish(&self, key: &str, _ttl: Duration) -> Result<(), LedgerError> {
         self.shard(key).lock().lists.remove(key);
         Ok(())

@@ -14,7 +14,9 @@
 //!   followed by a space and its signature in distributed mode);
 //! - [`close`](Ledger::close) closes the window and returns the workers still
 //!   on the list: from then on nobody can join;
-//! - [`finish`](Ledger::finish) forgets the list.
+//! - [`finish`](Ledger::finish) forgets the list, closing the window if it
+//!   is still open; [`forget`](Ledger::forget) does the same when the
+//!   ledger has said the window is closed (cheaper in Redis).
 //!
 //! [`MemoryLedger`] is the in-process implementation used in embedded mode,
 //! [`RedisLedger`] the one of distributed mode. [`Registry`] is the other
@@ -88,6 +90,12 @@ pub trait Ledger: Send + Sync + 'static {
 
     /// Forgets the list; declarations stay refused for `ttl`.
     async fn finish(&self, key: &str, ttl: Duration) -> Result<(), LedgerError>;
+
+    /// Forgets the list of a dispatch whose window the ledger closed (a
+    /// `close`, or the answer that completed the expected count, returned
+    /// its entries): declarations stay refused as long as that closing
+    /// said.
+    async fn forget(&self, key: &str) -> Result<(), LedgerError>;
 
     /// Whether calls complete in-process, without I/O: the dispatcher then
     /// makes them inline rather than in the background.

@@ -12,7 +12,8 @@
 //!
 //! Declare, settle, close and finish are each one Lua script, so each is
 //! atomic, and every key is written with its time-to-live in the same step:
-//! no key is ever left without one. `open` writes nothing: a list comes
+//! no key is ever left without one. Forgetting a list whose window is
+//! closed is a plain `DEL`. `open` writes nothing: a list comes
 //! into being with its first declaration.
 
 use std::time::Duration;
@@ -28,14 +29,18 @@ use super::{Declaration, Ledger, LedgerError};
 /// this answer was the last expected one and closed the window.
 pub(super) const DECLARE: &str = r"
 if redis.call('EXISTS', KEYS[2]) == 1 then return {0, 0} end
-redis.call('RPUSH', KEYS[1], ARGV[1])
+local n = redis.call('RPUSH', KEYS[1], ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 local expected = tonumber(ARGV[3])
 if expected > 0 then
-  local answers = redis.call('INCR', KEYS[3])
-  redis.call('PEXPIRE', KEYS[3], ARGV[2])
+  local answers = 1
+  if expected > 1 then
+    answers = redis.call('INCR', KEYS[3])
+    redis.call('PEXPIRE', KEYS[3], ARGV[2])
+  end
   if answers >= expected then
     redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
+    if n == 1 then return {1, 1, ARGV[1]} end
     local out = {1, 1}
     for _, w in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do table.insert(out, w) end
     return out
@@ -46,10 +51,14 @@ return {1, 0}";
 /// Counts a receiver that is not interested. Returns `{closed, declared
 /// workers...}` as [`DECLARE`] does.
 pub(super) const DECLINE: &str = r"
-if tonumber(ARGV[2]) == 0 or redis.call('EXISTS', KEYS[2]) == 1 then return {0} end
-local answers = redis.call('INCR', KEYS[3])
-redis.call('PEXPIRE', KEYS[3], ARGV[1])
-if answers >= tonumber(ARGV[2]) then
+local expected = tonumber(ARGV[2])
+if expected == 0 or redis.call('EXISTS', KEYS[2]) == 1 then return {0} end
+local answers = 1
+if expected > 1 then
+  answers = redis.call('INCR', KEYS[3])
+  redis.call('PEXPIRE', KEYS[3], ARGV[1])
+end
+if answers >= expected then
   redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
   local out = {1}
   for _, w in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do table.insert(out, w) end
@@ -216,6 +225,17 @@ impl Ledger for RedisLedger {
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(failed("close"))
+    }
+
+    async fn forget(&self, key: &str) -> Result<(), LedgerError> {
+        let (list, _, answers) = keys(key);
+        let _: i64 = redis::cmd("DEL")
+            .arg(list)
+            .arg(answers)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(failed("del"))?;
+        Ok(())
     }
 
     async fn finish(&self, key: &str, ttl: Duration) -> Result<(), LedgerError> {
