@@ -133,8 +133,8 @@ impl Ledger for MemoryLedger {
     }
 
     async fn finish(&self, key: &str, _ttl: Duration) -> Result<(), LedgerError> {
-        self.shard(key).lock().lists.remove(key);
-        Ok(())
+        // A list that is gone refuses declarations: nothing else to close.
+        self.forget(key).await
     }
 
     fn in_process(&self) -> bool {

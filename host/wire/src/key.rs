@@ -180,9 +180,11 @@ static SMALL_ORDER: LazyLock<[[u8; 32]; 8]> =
 fn check_r(r: &[u8; 32]) -> Result<(), WireError> {
     let mut y = *r;
     y[31] &= 0x7f;
-    let y_at_least_p = y[31] == 0x7f && y[1..31].iter().all(|&b| b == 0xff) && y[0] >= 0xed;
+    // p - 1 and the values from p up share their top 247 bits with p.
+    let near_p = y[31] == 0x7f && y[1..31].iter().all(|&b| b == 0xff);
+    let y_at_least_p = near_p && y[0] >= 0xed;
+    let y_is_p_minus_one = near_p && y[0] == 0xec;
     let y_is_one = y[0] == 1 && y[1..].iter().all(|&b| b == 0);
-    let y_is_p_minus_one = y[31] == 0x7f && y[1..31].iter().all(|&b| b == 0xff) && y[0] == 0xec;
     if y_at_least_p || (r[31] & 0x80 != 0 && (y_is_one || y_is_p_minus_one)) {
         return Err(WireError::new("non-canonical signature (R)"));
     }
