@@ -344,14 +344,7 @@ fn build_rust(folder: &Path, tools: &Tools, partial: &Path) -> Result<(), BuildE
     let shown = folder.display();
     let manifest = folder.join("Cargo.toml");
     let text = std::fs::read_to_string(&manifest).map_err(|e| BuildError(format!("{shown}: {e}")))?;
-    let crate_name = text
-        .lines()
-        .skip_while(|l| l.trim() != "[package]")
-        .find_map(|l| {
-            l.trim().strip_prefix("name").map(|v| v.trim_start().trim_start_matches('=').trim().trim_matches('"'))
-        })
-        .ok_or_else(|| BuildError(format!("{shown}: Cargo.toml has no [package] name")))?
-        .replace('-', "_");
+    let artifact = library_name(&text).map_err(|why| BuildError(format!("{}: {why}", manifest.display())))?;
     let target_dir = tools
         .cargo_target_dir
         .clone()
@@ -366,9 +359,28 @@ fn build_rust(folder: &Path, tools: &Tools, partial: &Path) -> Result<(), BuildE
         cmd,
         &format!("cargo failed on {shown} (is the wasm32-wasip2 target installed? `rustup target add wasm32-wasip2`)"),
     )?;
-    let built = target_dir.join("wasm32-wasip2/release").join(format!("{crate_name}.wasm"));
+    let built = target_dir.join("wasm32-wasip2/release").join(format!("{artifact}.wasm"));
     std::fs::copy(&built, partial).map_err(|e| BuildError(format!("copying {}: {e}", built.display())))?;
     Ok(())
+}
+
+/// The name cargo gives a crate's library artifact, from its manifest:
+/// `[lib] name` when set, otherwise `[package] name` with `-` made `_`.
+fn library_name(manifest: &str) -> Result<String, String> {
+    #[derive(serde::Deserialize)]
+    struct Manifest {
+        package: Option<Named>,
+        lib: Option<Named>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Named {
+        name: Option<String>,
+    }
+    let manifest: Manifest =
+        toml::from_str(manifest).map_err(|e| format!("not a valid Cargo.toml: {}", e.message()))?;
+    let name = manifest.lib.and_then(|lib| lib.name).or_else(|| manifest.package.and_then(|p| p.name));
+    let name = name.ok_or("no [package] name (a workspace's root manifest is not a plugin)")?;
+    Ok(name.replace('-', "_"))
 }
 
 /// The WIT folder a build reads: the plugin's own `wit/`, the one the job
@@ -453,6 +465,21 @@ mod tests {
         ];
         assert_eq!(found, expected);
         Ok(())
+    }
+
+    #[test]
+    fn the_wasm_file_is_named_as_cargo_names_the_library() {
+        let plain =
+            "[package]\nname = \"shout-loud\" # a comment\nversion = \"0.1.0\"\n\n[dependencies]\nname = \"1\"\n";
+        assert_eq!(library_name(plain).as_deref(), Ok("shout_loud"));
+        let renamed = "[package]\nversion.workspace = true\nname = \"shout\"\n[lib]\ncrate-type = [\"cdylib\"]\nname = \"loud\"\n";
+        assert_eq!(library_name(renamed).as_deref(), Ok("loud"));
+        let inline = "package = { name = \"in-line\", version = \"1.0.0\" }\n";
+        assert_eq!(library_name(inline).as_deref(), Ok("in_line"));
+        let workspace = "[workspace]\nmembers = [\"a\"]\n";
+        assert!(library_name(workspace).expect_err("no package").contains("no [package] name"));
+        let broken = "[package\nname = \"x\"";
+        assert!(library_name(broken).expect_err("not toml").starts_with("not a valid Cargo.toml"));
     }
 
     #[test]
