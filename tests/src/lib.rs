@@ -6,6 +6,11 @@ use std::path::{Path, PathBuf};
 
 use anocast::{DispatchOptions, Host, HostConfig, NestingConfig, RuntimeConfig};
 
+/// The allocator the `anocast` binary uses (`host/src/main.rs`), so that
+/// the benchmarks and tests run the host as it ships.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub mod bench;
 pub mod servers;
 

@@ -2,6 +2,10 @@
 //! tests can run it (`CARGO_BIN_EXE_*` names only a package's own binaries).
 //! It calls the same entry point as `host/src/main.rs`.
 
+/// The allocator `host/src/main.rs` uses.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     anocast::cli::main()
 }
