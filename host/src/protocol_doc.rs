@@ -67,7 +67,7 @@ fn hex_bytes(body: &str) -> Vec<u8> {
 fn key() -> NodeKey {
     let mut seed = [0u8; 32];
     hex::decode_to_slice(SEED, &mut seed).expect("seed");
-    NodeKey::from_seed(&seed)
+    NodeKey::from_seed(&seed).expect("a seed makes a key")
 }
 
 fn worker() -> Worker {

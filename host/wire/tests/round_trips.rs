@@ -6,7 +6,7 @@ use anocast_wire::{Ack, Declaration, Envelope, Interest, NodeKey, Worker};
 use proptest::prelude::*;
 
 fn key() -> NodeKey {
-    NodeKey::from_seed(&[42; 32])
+    NodeKey::from_seed(&[42; 32]).expect("a seed makes a key")
 }
 
 fn worker_strategy() -> impl Strategy<Value = Worker> {
