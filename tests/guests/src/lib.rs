@@ -1,10 +1,11 @@
 //! Shared code of the test guests: [`echo_worker!`] makes a worker that is
 //! interested in every task and answers with the payload it was given.
 
-/// Defines and exports an echo worker named `$name` on `$topics`.
+/// Defines and exports an echo worker named `$name` on `$topics`; with
+/// `stateless`, it declares itself stateless (and so runs in warm instances).
 #[macro_export]
 macro_rules! echo_worker {
-    ($name:literal, [$($topic:literal),* $(,)?]) => {
+    ($name:literal, [$($topic:literal),* $(,)?] $(, $stateless:ident)?) => {
         struct Echo;
 
         impl anocast_sdk::Worker for Echo {
@@ -21,7 +22,7 @@ macro_rules! echo_worker {
             }
         }
 
-        anocast_sdk::export!(Echo);
+        anocast_sdk::export!(Echo $(, $stateless)?);
     };
 }
 
