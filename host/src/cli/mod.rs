@@ -266,7 +266,8 @@ struct LimitArgs {
     max_instances: Option<u32>,
     /// Idle warm instances kept for each plugin that declares itself
     /// stateless, so that its next tasks skip instantiation; 0 gives every
-    /// task a fresh instance [default: 4].
+    /// task a fresh instance. Under load, set it near the number of tasks
+    /// of one plugin the node runs at once [default: 4].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=1000))]
     warm_instances: Option<u32>,
     /// Deepest sub-task a worker may dispatch (a task from outside is at
