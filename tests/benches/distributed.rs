@@ -20,19 +20,20 @@
 //! task in a fresh instance, and with `echo-warm`, the same worker declared
 //! stateless, which runs in warm instances (the node keeps up to as many
 //! idle as there are dispatches in flight); each is compared with a floor
-//! whose embedded cost is its own. The floor's throughput and the
-//! one-worker dispatches' are measured in alternating rounds; the medians
-//! are printed.
+//! whose embedded cost is its own. Their throughputs and their floors' are
+//! measured in alternating rounds; the medians are printed.
 //!
 //! One process holds a node with those seventeen echo plugins and a
 //! plugin-less dispatcher; they talk through a `nats-server` and a `redis-server`
 //! started for the run on free ports. `cargo xtask bench` runs it;
 //! `-- --quick` for a short run.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anocast::anocast_wire::envelope::Sealed;
 use anocast::anocast_wire::{Declaration, Envelope, NodeKey, WireError, Worker, key::verify_batch};
+use anocast::runtime::{Plugin, WitTask};
 use anocast::{DispatchOptions, Host, HostConfig, MeshConfig, RuntimeConfig, Topic};
 use anocast_tests::bench::{
     self, Settings, Stats, direct, dispatch, dispatch_throughput, measure, row, sample, verdict, wit_task,
@@ -57,9 +58,9 @@ async fn distributed(settings: Settings) -> anyhow::Result<()> {
         node_id: "bench-node".into(),
         // A stateless plugin keeps as many idle instances as there are
         // dispatches in flight (`--warm-instances 64`), as a node tuned for
-        // this load would; with the default 4, most of 64 concurrent tasks
-        // would still start fresh. Plugins not declared stateless are
-        // unaffected.
+        // this load would; with the default 4, instances that come back to
+        // a full pool are dropped and tasks that find none idle start
+        // fresh. Plugins not declared stateless are unaffected.
         runtime: RuntimeConfig { warm_instances: settings.in_flight, ..RuntimeConfig::default() },
         mesh: Some(mesh.clone()),
         nesting: Default::default(),
@@ -114,12 +115,23 @@ async fn distributed(settings: Settings) -> anyhow::Result<()> {
     let (topic_one, topic_warm) = (Topic::parse("bench.one")?, Topic::parse("bench.warm")?);
     let (mut rr, mut redis_rt, mut embedded, mut sequence, mut one) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let (mut embedded_warm, mut warm) = (Vec::new(), Vec::new());
+    let (mut embedded_warm, mut sequence_warm, mut warm) = (Vec::new(), Vec::new(), Vec::new());
     let ping = |conn: &redis::aio::ConnectionManager| {
         let mut conn = conn.clone();
         async move {
             let _: String = redis::cmd("PING").query_async(&mut conn).await?;
             anyhow::Ok(())
+        }
+    };
+    // Floor B: the floor's four steps, one after another.
+    let steps = |plugin: &Arc<Plugin>, task: &WitTask| {
+        let (nats, conn, plugin, task, body) =
+            (nats_client.clone(), conn.clone(), plugin.clone(), task.clone(), payload.clone());
+        async move {
+            nats.request("bench.rr", body.into()).await?;
+            ping(&conn).await?;
+            ping(&conn).await?;
+            direct(&plugin, &task).await
         }
     };
     const ROUNDS: usize = 5;
@@ -133,22 +145,15 @@ async fn distributed(settings: Settings) -> anyhow::Result<()> {
         );
         redis_rt.extend(sample(n / ROUNDS, || ping(&conn)).await?);
         embedded.extend(sample(n / ROUNDS, || direct(&echo, &task)).await?);
-        sequence.extend(
-            sample(n / ROUNDS, || async {
-                nats_client.request("bench.rr", payload.clone().into()).await?;
-                ping(&conn).await?;
-                ping(&conn).await?;
-                direct(&echo, &task).await
-            })
-            .await?,
-        );
+        sequence.extend(sample(n / ROUNDS, || steps(&echo, &task)).await?);
         one.extend(sample(n / ROUNDS, || dispatch(client.dispatcher(), &topic_one, &payload, &options, 1)).await?);
         embedded_warm.extend(sample(n / ROUNDS, || direct(&echo_warm, &task_warm)).await?);
+        sequence_warm.extend(sample(n / ROUNDS, || steps(&echo_warm, &task_warm)).await?);
         warm.extend(sample(n / ROUNDS, || dispatch(client.dispatcher(), &topic_warm, &payload, &options, 1)).await?);
     }
     let (rr, redis_rt, embedded) = (Stats::of(rr), Stats::of(redis_rt), Stats::of(embedded));
     let (sequence, one) = (Stats::of(sequence), Stats::of(one));
-    let (embedded_warm, warm) = (Stats::of(embedded_warm), Stats::of(warm));
+    let (embedded_warm, sequence_warm, warm) = (Stats::of(embedded_warm), Stats::of(sequence_warm), Stats::of(warm));
     row("NATS request-reply", &rr, None);
     row("Redis round trip", &redis_rt, None);
     row("embedded per-task cost", &embedded, None);
@@ -158,9 +163,11 @@ async fn distributed(settings: Settings) -> anyhow::Result<()> {
     row("dispatch, 1 interested (vs floor A)", &one, Some(floor));
     println!("  {:<38} {:>10} {:>10} {:>12}", "                       (vs floor B)", "", "", ratio(&one, sequence.p50));
     row("embedded per-task cost, warm instance", &embedded_warm, None);
-    // The same floor, with the warm instance's embedded cost.
+    // The same floors, with the warm instance's embedded cost.
     let floor_warm = rr.p50 + redis_rt.p50 * 2 + embedded_warm.p50;
-    let sequence_warm = sequence.p50.saturating_sub(embedded.p50) + embedded_warm.p50;
+    println!("  {:<38} {:>10}", "floor A, warm", bench::us(floor_warm));
+    row("floor B, warm", &sequence_warm, None);
+    let sequence_warm = sequence_warm.p50;
     row("dispatch, 1 interested, warm (vs A)", &warm, Some(floor_warm));
     println!(
         "  {:<38} {:>10} {:>10} {:>12}",
@@ -185,27 +192,29 @@ async fn distributed(settings: Settings) -> anyhow::Result<()> {
         );
     }
 
+    let round = Settings { throughput_for: settings.throughput_for / ROUNDS as u32, ..settings.clone() };
     println!(
-        "\nthroughput ({} in flight, {:.1} s a line; the floor and the one-worker dispatches alternate in {ROUNDS} rounds, medians)",
+        "\nthroughput ({} in flight; the one-worker lines and their floors: medians of {ROUNDS} alternating rounds of {:.1} s; the others: {:.1} s)",
         settings.in_flight,
+        round.throughput_for.as_secs_f64(),
         settings.throughput_for.as_secs_f64()
     );
     // The floor's throughput: the same unavoidable work per dispatch (a
     // NATS request-reply, two Redis round trips, the embedded task, one
     // seal and one open of a reply envelope), as many in flight.
-    let key = std::sync::Arc::new(NodeKey::generate()?);
-    let partial = std::sync::Arc::new(bench_partial(&bench_worker(&key), &payload));
-    let floor_steps = || {
-        let (nats, conn, echo, task) = (nats_client.clone(), conn.clone(), echo.clone(), task.clone());
+    let key = Arc::new(NodeKey::generate()?);
+    let partial = Arc::new(bench_partial(&bench_worker(&key), &payload));
+    let floor_steps = |plugin: &Arc<Plugin>, task: &WitTask| {
+        let (nats, conn, plugin, task) = (nats_client.clone(), conn.clone(), plugin.clone(), task.clone());
         let (key, partial, body) = (key.clone(), partial.clone(), payload.clone());
         move || {
-            let (nats, conn, echo, task) = (nats.clone(), conn.clone(), echo.clone(), task.clone());
+            let (nats, conn, plugin, task) = (nats.clone(), conn.clone(), plugin.clone(), task.clone());
             let (key, partial, body) = (key.clone(), partial.clone(), body.clone());
             async move {
                 nats.request("bench.rr", body.into()).await?;
                 ping(&conn).await?;
                 ping(&conn).await?;
-                direct(&echo, &task).await?;
+                direct(&plugin, &task).await?;
                 let sealed = partial.seal(&key)?;
                 Envelope::open(&sealed)?;
                 Ok(())
@@ -213,31 +222,32 @@ async fn distributed(settings: Settings) -> anyhow::Result<()> {
         }
     };
     // Drift on a shared machine is slower than a round, so alternating
-    // rounds expose the floor and the dispatches to the same conditions.
-    let round = Settings { throughput_for: settings.throughput_for / ROUNDS as u32, ..settings.clone() };
-    let (mut floor_rounds, mut fresh_rounds, mut warm_rounds) = (Vec::new(), Vec::new(), Vec::new());
+    // rounds expose the floors and the dispatches to the same conditions.
+    let mut rounds: [Vec<f64>; 4] = Default::default();
     for _ in 0..ROUNDS {
-        floor_rounds.push(bench::throughput(&round, floor_steps()).await?);
-        fresh_rounds.push(dispatch_throughput(&round, client.dispatcher(), &topic_one, &payload, &options, 1).await?);
-        warm_rounds.push(dispatch_throughput(&round, client.dispatcher(), &topic_warm, &payload, &options, 1).await?);
+        rounds[0].push(bench::throughput(&round, floor_steps(&echo, &task)).await?);
+        rounds[1].push(dispatch_throughput(&round, client.dispatcher(), &topic_one, &payload, &options, 1).await?);
+        rounds[2].push(bench::throughput(&round, floor_steps(&echo_warm, &task_warm)).await?);
+        rounds[3].push(dispatch_throughput(&round, client.dispatcher(), &topic_warm, &payload, &options, 1).await?);
     }
-    let (floor_throughput, t1, t1_warm) = (median(floor_rounds), median(fresh_rounds), median(warm_rounds));
-    println!("  {:<38} {:>10.0} /s", "floor: its steps, as many in flight", floor_throughput);
-    let print = |label: &str, t: f64, k: usize| {
+    let [floor_throughput, t1, floor_throughput_warm, t1_warm] = rounds.map(median);
+    let print = |label: &str, t: f64, k: usize, floor: f64| {
         println!(
             "  {:<38} {:>10.0} /s   {:.2} of floor   (worker replies: {:.0} /s)",
             label,
             t,
-            t / floor_throughput,
+            t / floor,
             t * k as f64
         );
     };
-    print("dispatch, 1 interested", t1, 1);
-    print("dispatch, 1 interested, warm", t1_warm, 1);
+    println!("  {:<38} {:>10.0} /s", "floor: its steps, as many in flight", floor_throughput);
+    print("dispatch, 1 interested", t1, 1, floor_throughput);
+    println!("  {:<38} {:>10.0} /s", "floor, warm", floor_throughput_warm);
+    print("dispatch, 1 interested, warm", t1_warm, 1, floor_throughput_warm);
     for (k, name) in [(4, "bench.four"), (16, "bench.sixteen")] {
         let t =
             dispatch_throughput(&settings, client.dispatcher(), &Topic::parse(name)?, &payload, &options, k).await?;
-        print(&format!("dispatch, {k} interested"), t, k);
+        print(&format!("dispatch, {k} interested"), t, k, floor_throughput);
     }
 
     let signing = signing(&settings, one.p50)?;
@@ -258,7 +268,7 @@ async fn distributed(settings: Settings) -> anyhow::Result<()> {
         println!("  {label:<44} {:>20} {:>20}", fresh[i], warmed[i]);
     }
     println!(
-        "  {:<44} {:>20} {:>20}   (the floor's steps alone: {floor_throughput:.0}/s)",
+        "  {:<44} {:>20} {:>20}   (the floors' steps alone: {floor_throughput:.0}/s, {floor_throughput_warm:.0}/s warm)",
         ">= 10,000 dispatches/s",
         cell(format!("{t1:.0}/s"), t1 >= 10_000.0),
         cell(format!("{t1_warm:.0}/s"), t1_warm >= 10_000.0)

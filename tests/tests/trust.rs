@@ -128,7 +128,7 @@ async fn replayed_duplicated_tampered_forged_and_unsigned_replies_change_nothing
     spy.publish(inbox.clone(), forged.seal(&mallory)?.into()).await?;
     // Forged with a trusted node's key in the envelope, signed by another.
     let mut impostor = Envelope { result: Some(Ok(b"impostor".to_vec())), ..opened.clone() }.unsigned()?;
-    impostor.extend_from_slice(&mallory.sign(&impostor));
+    impostor.extend_from_slice(&mallory.sign(&impostor)?);
     spy.publish(inbox.clone(), impostor.into()).await?;
     // A weak key: the identity point, for which the signature (R = the
     // identity, s = 0) satisfies the verification equation whatever the

@@ -33,7 +33,7 @@ pub struct Declaration {
 impl Declaration {
     /// Signs `worker`'s declaration for one task; returns the list entry.
     pub fn entry(topic: &str, request_id: &str, worker: &Worker, key: &NodeKey) -> Result<String, WireError> {
-        let signature = key.sign(&signed_bytes(topic, request_id, worker)?);
+        let signature = key.sign(&signed_bytes(topic, request_id, worker)?)?;
         Ok(format!(
             "{} {} {} {}",
             worker.id(),

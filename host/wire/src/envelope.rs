@@ -93,7 +93,7 @@ impl Envelope {
             return Err(WireError::new("the envelope names another key than the one signing"));
         }
         let mut bytes = self.unsigned()?;
-        let signature = key.sign(&bytes);
+        let signature = key.sign(&bytes)?;
         bytes.extend_from_slice(&signature);
         Ok(bytes)
     }
