@@ -116,24 +116,6 @@ async fn distributed(settings: Settings) -> anyhow::Result<()> {
     let (mut rr, mut redis_rt, mut embedded, mut sequence, mut one) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut embedded_warm, mut sequence_warm, mut warm) = (Vec::new(), Vec::new(), Vec::new());
-    let ping = |conn: &redis::aio::ConnectionManager| {
-        let mut conn = conn.clone();
-        async move {
-            let _: String = redis::cmd("PING").query_async(&mut conn).await?;
-            anyhow::Ok(())
-        }
-    };
-    // Floor B: the floor's four steps, one after another.
-    let steps = |plugin: &Arc<Plugin>, task: &WitTask| {
-        let (nats, conn, plugin, task, body) =
-            (nats_client.clone(), conn.clone(), plugin.clone(), task.clone(), payload.clone());
-        async move {
-            nats.request("bench.rr", body.into()).await?;
-            ping(&conn).await?;
-            ping(&conn).await?;
-            direct(&plugin, &task).await
-        }
-    };
     const ROUNDS: usize = 5;
     for _ in 0..ROUNDS {
         rr.extend(
@@ -145,10 +127,12 @@ async fn distributed(settings: Settings) -> anyhow::Result<()> {
         );
         redis_rt.extend(sample(n / ROUNDS, || ping(&conn)).await?);
         embedded.extend(sample(n / ROUNDS, || direct(&echo, &task)).await?);
-        sequence.extend(sample(n / ROUNDS, || steps(&echo, &task)).await?);
+        sequence.extend(sample(n / ROUNDS, || floor_steps(&nats_client, &conn, payload.clone(), &echo, &task)).await?);
         one.extend(sample(n / ROUNDS, || dispatch(client.dispatcher(), &topic_one, &payload, &options, 1)).await?);
         embedded_warm.extend(sample(n / ROUNDS, || direct(&echo_warm, &task_warm)).await?);
-        sequence_warm.extend(sample(n / ROUNDS, || steps(&echo_warm, &task_warm)).await?);
+        sequence_warm.extend(
+            sample(n / ROUNDS, || floor_steps(&nats_client, &conn, payload.clone(), &echo_warm, &task_warm)).await?,
+        );
         warm.extend(sample(n / ROUNDS, || dispatch(client.dispatcher(), &topic_warm, &payload, &options, 1)).await?);
     }
     let (rr, redis_rt, embedded) = (Stats::of(rr), Stats::of(redis_rt), Stats::of(embedded));
@@ -204,19 +188,15 @@ async fn distributed(settings: Settings) -> anyhow::Result<()> {
     // seal and one open of a reply envelope), as many in flight.
     let key = Arc::new(NodeKey::generate()?);
     let partial = Arc::new(bench_partial(&bench_worker(&key), &payload));
-    let floor_steps = |plugin: &Arc<Plugin>, task: &WitTask| {
+    let floor_work = |plugin: &Arc<Plugin>, task: &WitTask| {
         let (nats, conn, plugin, task) = (nats_client.clone(), conn.clone(), plugin.clone(), task.clone());
         let (key, partial, body) = (key.clone(), partial.clone(), payload.clone());
         move || {
             let (nats, conn, plugin, task) = (nats.clone(), conn.clone(), plugin.clone(), task.clone());
             let (key, partial, body) = (key.clone(), partial.clone(), body.clone());
             async move {
-                nats.request("bench.rr", body.into()).await?;
-                ping(&conn).await?;
-                ping(&conn).await?;
-                direct(&plugin, &task).await?;
-                let sealed = partial.seal(&key)?;
-                Envelope::open(&sealed)?;
+                floor_steps(&nats, &conn, body, &plugin, &task).await?;
+                Envelope::open(&partial.seal(&key)?)?;
                 Ok(())
             }
         }
@@ -225,9 +205,9 @@ async fn distributed(settings: Settings) -> anyhow::Result<()> {
     // rounds expose the floors and the dispatches to the same conditions.
     let mut rounds: [Vec<f64>; 4] = Default::default();
     for _ in 0..ROUNDS {
-        rounds[0].push(bench::throughput(&round, floor_steps(&echo, &task)).await?);
+        rounds[0].push(bench::throughput(&round, floor_work(&echo, &task)).await?);
         rounds[1].push(dispatch_throughput(&round, client.dispatcher(), &topic_one, &payload, &options, 1).await?);
-        rounds[2].push(bench::throughput(&round, floor_steps(&echo_warm, &task_warm)).await?);
+        rounds[2].push(bench::throughput(&round, floor_work(&echo_warm, &task_warm)).await?);
         rounds[3].push(dispatch_throughput(&round, client.dispatcher(), &topic_warm, &payload, &options, 1).await?);
     }
     let [floor_throughput, t1, floor_throughput_warm, t1_warm] = rounds.map(median);
@@ -275,6 +255,28 @@ async fn distributed(settings: Settings) -> anyhow::Result<()> {
     );
     node.shutdown().await;
     Ok(())
+}
+
+/// One Redis round trip.
+async fn ping(conn: &redis::aio::ConnectionManager) -> anyhow::Result<()> {
+    let _: String = redis::cmd("PING").query_async(&mut conn.clone()).await?;
+    Ok(())
+}
+
+/// The floor's four steps, one after another: a NATS request-reply (to the
+/// bench's responder), two Redis round trips and `plugin`'s task, called
+/// directly.
+async fn floor_steps(
+    nats: &async_nats::Client,
+    conn: &redis::aio::ConnectionManager,
+    body: Vec<u8>,
+    plugin: &Plugin,
+    task: &WitTask,
+) -> anyhow::Result<()> {
+    nats.request("bench.rr", body.into()).await?;
+    ping(conn).await?;
+    ping(conn).await?;
+    direct(plugin, task).await
 }
 
 const BENCH_TOPIC: &str = "bench.one";
