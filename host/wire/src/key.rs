@@ -10,11 +10,11 @@
 //!
 //! Curve arithmetic is most of a reply's cost, so none is done twice: a
 //! public key that passed its checks is remembered (a key's validity
-//! depends on its bytes alone, and a mesh has few keys), and a single
-//! signature's `R` is checked by the verification itself, which refuses a
-//! weak `R` and compares `R`'s bytes with the canonical encoding it
-//! computes. Batches check `R` before verifying, so that both accept
-//! exactly the same signatures.
+//! depends on its bytes alone, and a mesh has few keys), and a
+//! signature's `R` is checked on its bytes (canonical, not one of the eight
+//! points of small order) instead of by decompressing it, before a single
+//! or a batch verification alike, so that both accept exactly the same
+//! signatures.
 //!
 //! Signing uses aws-lc-rs, whose assembly for the fixed-base scalar
 //! multiplication signs in about half the time ed25519-dalek takes or less
@@ -144,12 +144,16 @@ impl PublicKey {
 
     /// Verifies `signature` over `message` strictly.
     ///
-    /// `verify_strict` refuses a non-canonical `s`, an `R` or key of small
-    /// order, and (comparing encodings) a non-canonical `R`: the same
-    /// signatures [`check_signature`] lets through to a batch.
+    /// The encoding checks are [`check_signature`]'s, on bytes, as for a
+    /// batch; the key was checked when it was read. What is left is the
+    /// equation, which recomputes `R` and compares its canonical encoding
+    /// with the signature's. ed25519-dalek's `verify_strict` would refuse
+    /// the same signatures, but decompresses `R` to do so, a sixth of a
+    /// verification.
     pub fn verify(&self, message: &[u8], signature: &[u8; 64]) -> Result<(), WireError> {
-        check_s(signature)?;
-        self.0.verify_strict(message, &Signature::from_bytes(signature)).map_err(|_| WireError::new("bad signature"))
+        check_signature(signature)?;
+        ed25519_dalek::Verifier::verify(&self.0, message, &Signature::from_bytes(signature))
+            .map_err(|_| WireError::new("bad signature"))
     }
 
     pub(crate) fn verifying_key(&self) -> VerifyingKey {
@@ -395,6 +399,53 @@ mod tests {
             assert!(check_signature(&bad).is_err(), "batch pre-check accepted R = {}", hex::encode(r));
         }
         key.public().verify(b"message", &good)
+    }
+
+    #[test]
+    fn an_r_of_small_order_is_refused_even_where_the_equation_holds() -> Result<(), WireError> {
+        use curve25519_dalek::constants::{ED25519_BASEPOINT_POINT, EIGHT_TORSION};
+        use sha2::{Digest, Sha512};
+        // A key with a torsion component (accepted: it is not of small
+        // order) lets a forger pick s so that [s]B - [k]A = -[k]T, a point
+        // of small order; for about one R in eight that point is R itself.
+        let secret = Scalar::from(0x5eed_u64);
+        let point = ED25519_BASEPOINT_POINT * secret + EIGHT_TORSION[1];
+        let public = PublicKey::from_bytes(&point.compress().to_bytes())?;
+        let mut forged = 0;
+        for i in 0u32..64 {
+            let message = i.to_le_bytes();
+            for r in EIGHT_TORSION.map(|t| t.compress().to_bytes()) {
+                let hash: [u8; 64] = Sha512::new()
+                    .chain_update(r)
+                    .chain_update(public.to_bytes())
+                    .chain_update(message)
+                    .finalize()
+                    .into();
+                let k = Scalar::from_bytes_mod_order_wide(&hash);
+                let s = k * secret;
+                if (ED25519_BASEPOINT_POINT * s - point * k).compress().to_bytes() != r {
+                    continue;
+                }
+                let mut signature = [0u8; 64];
+                signature[..32].copy_from_slice(&r);
+                signature[32..].copy_from_slice(s.as_bytes());
+                // The cofactorless equation holds: only the check of R
+                // stands between this forgery and acceptance.
+                assert!(
+                    ed25519_dalek::Verifier::verify(&public.0, &message, &Signature::from_bytes(&signature)).is_ok()
+                );
+                assert!(public.0.verify_strict(&message, &Signature::from_bytes(&signature)).is_err());
+                assert!(public.verify(&message, &signature).is_err(), "single accepted R = {}", hex::encode(r));
+                assert!(
+                    verify_batch(&[(&public, &message, &signature)]).is_err(),
+                    "batch accepted R = {}",
+                    hex::encode(r)
+                );
+                forged += 1;
+            }
+        }
+        assert!(forged > 0, "no forgery to refuse was found");
+        Ok(())
     }
 
     #[test]
