@@ -405,13 +405,6 @@ impl Version {
                     Some(closed) => replies.send_declared_with_result(closed, partial).await,
                     None => replies.send(Reply::Partial(partial)).await,
                 }
-                // Sending only queued the reply for the bus's connection
-                // task; yielding lets that task write it out before this
-                // one drops the instance, which for a fresh instance means
-                // resetting its memory, a cost the dispatcher need not
-                // wait for.
-                tokio::task::yield_now().await;
-                drop(instance);
             }
             Err(err) => self.fail_before_declaring(&task, &*replies, "interested()", err).await,
         }
