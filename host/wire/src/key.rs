@@ -405,9 +405,10 @@ mod tests {
     fn an_r_of_small_order_is_refused_even_where_the_equation_holds() -> Result<(), WireError> {
         use curve25519_dalek::constants::{ED25519_BASEPOINT_POINT, EIGHT_TORSION};
         use sha2::{Digest, Sha512};
-        // A key with a torsion component (accepted: it is not of small
-        // order) lets a forger pick s so that [s]B - [k]A = -[k]T, a point
-        // of small order; for about one R in eight that point is R itself.
+        // A key with a torsion component T (accepted: it is not of small
+        // order) lets whoever holds it pick s so that [s]B - [k]A = -[k]T,
+        // a point of small order; for about one R in eight that point is R
+        // itself.
         let secret = Scalar::from(0x5eed_u64);
         let point = ED25519_BASEPOINT_POINT * secret + EIGHT_TORSION[1];
         let public = PublicKey::from_bytes(&point.compress().to_bytes())?;
@@ -430,7 +431,7 @@ mod tests {
                 signature[..32].copy_from_slice(&r);
                 signature[32..].copy_from_slice(s.as_bytes());
                 // The cofactorless equation holds: only the check of R
-                // stands between this forgery and acceptance.
+                // stands between this signature and acceptance.
                 assert!(
                     ed25519_dalek::Verifier::verify(&public.0, &message, &Signature::from_bytes(&signature)).is_ok()
                 );
@@ -444,7 +445,7 @@ mod tests {
                 forged += 1;
             }
         }
-        assert!(forged > 0, "no forgery to refuse was found");
+        assert!(forged > 0, "no such signature was found to refuse");
         Ok(())
     }
 
