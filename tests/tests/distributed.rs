@@ -635,6 +635,34 @@ async fn the_redis_ledger_closes_atomically_on_the_last_expected_answer() -> any
     redis.assert_every_key_expires().await
 }
 
+#[tokio::test]
+async fn lists_forgotten_in_the_background_are_deleted_in_batches_and_stay_closed() -> anyhow::Result<()> {
+    use anocast::ledger::{Ledger, RedisLedger, connect_redis};
+    let redis = Redis::start()?;
+    let ledger = RedisLedger::new(connect_redis(&redis.url(), Duration::from_secs(5)).await?);
+    let ttl = Duration::from_secs(30);
+    let mut conn = redis::Client::open(redis.url())?.get_multiplexed_async_connection().await?;
+    // More than one batch of them.
+    let many: Vec<String> = (0..300).map(|i| format!("b-{i}")).collect();
+    for key in &many {
+        assert!(ledger.declare(key, "n/a@1", ttl, 1).await?.closed.is_some());
+        ledger.forget_later(key.clone());
+    }
+    let lists = async |conn: &mut redis::aio::MultiplexedConnection| -> anyhow::Result<usize> {
+        let left: Vec<String> = redis::cmd("KEYS").arg("anocast:{b-*}:interest").query_async(conn).await?;
+        Ok(left.len())
+    };
+    let until = Instant::now() + Duration::from_secs(10);
+    while lists(&mut conn).await? > 0 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(lists(&mut conn).await?, 0, "every list forgotten in the background is gone");
+    let markers: Vec<String> = redis::cmd("KEYS").arg("anocast:{b-*}:closed").query_async(&mut conn).await?;
+    assert_eq!(markers.len(), many.len(), "their closed markers stay");
+    assert!(!ledger.declare("b-299", "n/after@1", ttl, 0).await?.accepted, "and they stay closed");
+    redis.assert_every_key_expires().await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_reloads_its_plugins_and_the_mesh_follows() -> anyhow::Result<()> {
     let mesh = Mesh::start()?;

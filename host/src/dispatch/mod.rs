@@ -435,11 +435,14 @@ struct FinishList {
 
 impl Drop for FinishList {
     fn drop(&mut self) {
-        let (Some(key), Ok(handle)) = (self.key.take(), tokio::runtime::Handle::try_current()) else { return };
-        let (ledger, ttl, closed) = (self.ledger.clone(), self.ttl, self.closed);
+        let Some(key) = self.key.take() else { return };
+        if self.closed {
+            return self.ledger.forget_later(key);
+        }
+        let Ok(handle) = tokio::runtime::Handle::try_current() else { return };
+        let (ledger, ttl) = (self.ledger.clone(), self.ttl);
         handle.spawn(async move {
-            let done = if closed { ledger.forget(&key).await } else { ledger.finish(&key, ttl).await };
-            if let Err(err) = done {
+            if let Err(err) = ledger.finish(&key, ttl).await {
                 tracing::warn!(%err, key, "could not forget an interest list");
             }
         });

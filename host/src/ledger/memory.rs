@@ -132,6 +132,10 @@ impl Ledger for MemoryLedger {
         Ok(())
     }
 
+    fn forget_later(&self, key: String) {
+        self.shard(&key).lock().lists.remove(&key);
+    }
+
     async fn finish(&self, key: &str, _ttl: Duration) -> Result<(), LedgerError> {
         // A list that is gone refuses declarations: nothing else to close.
         self.forget(key).await

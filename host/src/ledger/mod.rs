@@ -16,7 +16,9 @@
 //!   on the list: from then on nobody can join;
 //! - [`finish`](Ledger::finish) forgets the list, closing the window if it
 //!   is still open; [`forget`](Ledger::forget) does the same when the
-//!   ledger has said the window is closed (cheaper in Redis).
+//!   ledger has said the window is closed (cheaper in Redis), and
+//!   [`forget_later`](Ledger::forget_later) queues that for the background
+//!   (Redis forgets queued lists in batches, one request for many).
 //!
 //! [`MemoryLedger`] is the in-process implementation used in embedded mode,
 //! [`RedisLedger`] the one of distributed mode. [`Registry`] is the other
@@ -96,6 +98,11 @@ pub trait Ledger: Send + Sync + 'static {
     /// its entries): declarations stay refused as long as that closing
     /// said.
     async fn forget(&self, key: &str) -> Result<(), LedgerError>;
+
+    /// Does what [`forget`](Ledger::forget) does, in the background, without
+    /// waiting: a failure is logged, and the list then lives out its
+    /// time-to-live. Lists may be forgotten together.
+    fn forget_later(&self, key: String);
 
     /// Whether calls complete in-process, without I/O: the dispatcher then
     /// makes them inline rather than in the background.

@@ -13,14 +13,19 @@
 //! Declare, settle, close and finish are each one Lua script, so each is
 //! atomic, and every key is written with its time-to-live in the same step:
 //! no key is ever left without one. Forgetting a list whose window is
-//! closed is a plain `DEL`. `open` writes nothing: a list comes
-//! into being with its first declaration.
+//! closed is a plain `DEL`; lists forgotten in the background are deleted
+//! by one task, with as many `DEL`s in one pipelined request as have been
+//! queued since its last (under load, one request for many dispatches).
+//! `open` writes nothing: a list comes into being with its first
+//! declaration.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::Script;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::mpsc;
 
 use super::{Declaration, Ledger, LedgerError};
 
@@ -138,6 +143,9 @@ pub async fn connect(url: &str, timeout: Duration) -> Result<ConnectionManager, 
         .map_err(|e| LedgerError(format!("cannot connect to Redis at {url}: {e}")))
 }
 
+/// Most lists forgotten in one pipelined request.
+const FORGET_BATCH: usize = 256;
+
 /// The distributed ledger.
 #[derive(Clone)]
 pub struct RedisLedger {
@@ -147,6 +155,43 @@ pub struct RedisLedger {
     settle: Script,
     close: Script,
     finish: Script,
+    /// Lists to forget in the background; its task starts with the first.
+    forgetter: Arc<OnceLock<Forgetter>>,
+}
+
+/// The queue of lists to forget, and the task that deletes them in batches.
+/// Dropped with the last clone of the ledger; lists still queued then
+/// expire with their time-to-live.
+struct Forgetter {
+    queue: mpsc::UnboundedSender<String>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Forgetter {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Forgetter {
+    fn start(conn: ConnectionManager, handle: &tokio::runtime::Handle) -> Self {
+        let (queue, mut queued) = mpsc::unbounded_channel::<String>();
+        let task = handle.spawn(async move {
+            let mut batch = Vec::with_capacity(FORGET_BATCH);
+            while queued.recv_many(&mut batch, FORGET_BATCH).await > 0 {
+                let mut pipe = redis::pipe();
+                for key in &batch {
+                    let (list, _, answers) = keys(key);
+                    pipe.del(&[list, answers]).ignore();
+                }
+                if let Err(err) = pipe.query_async::<()>(&mut conn.clone()).await {
+                    tracing::warn!(%err, lists = batch.len(), "could not forget interest lists; they will expire");
+                }
+                batch.clear();
+            }
+        });
+        Forgetter { queue, task }
+    }
 }
 
 impl RedisLedger {
@@ -159,6 +204,7 @@ impl RedisLedger {
             settle: Script::new(SETTLE),
             close: Script::new(CLOSE),
             finish: Script::new(FINISH),
+            forgetter: Arc::default(),
         }
     }
 }
@@ -236,6 +282,20 @@ impl Ledger for RedisLedger {
             .await
             .map_err(failed("del"))?;
         Ok(())
+    }
+
+    fn forget_later(&self, key: String) {
+        let forgetter = match self.forgetter.get() {
+            Some(forgetter) => forgetter,
+            None => {
+                // Outside a runtime there is nobody to forget it: the list
+                // expires with its time-to-live.
+                let Ok(handle) = tokio::runtime::Handle::try_current() else { return };
+                self.forgetter.get_or_init(|| Forgetter::start(self.conn.clone(), &handle))
+            }
+        };
+        // The queue is closed only once the ledger is gone.
+        let _ = forgetter.queue.send(key);
     }
 
     async fn finish(&self, key: &str, ttl: Duration) -> Result<(), LedgerError> {
