@@ -143,6 +143,14 @@ pub async fn connect(url: &str, timeout: Duration) -> Result<ConnectionManager, 
         .map_err(|e| LedgerError(format!("cannot connect to Redis at {url}: {e}")))
 }
 
+/// Forgets a list whose window is closed: its closed marker stays.
+fn forget_command(key: &str) -> redis::Cmd {
+    let (list, _, answers) = keys(key);
+    let mut command = redis::cmd("DEL");
+    command.arg(list).arg(answers);
+    command
+}
+
 /// Most lists forgotten in one pipelined request.
 const FORGET_BATCH: usize = 256;
 
@@ -181,8 +189,7 @@ impl Forgetter {
             while queued.recv_many(&mut batch, FORGET_BATCH).await > 0 {
                 let mut pipe = redis::pipe();
                 for key in &batch {
-                    let (list, _, answers) = keys(key);
-                    pipe.del(&[list, answers]).ignore();
+                    pipe.add_command(forget_command(key)).ignore();
                 }
                 if let Err(err) = pipe.query_async::<()>(&mut conn.clone()).await {
                     tracing::warn!(%err, lists = batch.len(), "could not forget interest lists; they will expire");
@@ -274,13 +281,7 @@ impl Ledger for RedisLedger {
     }
 
     async fn forget(&self, key: &str) -> Result<(), LedgerError> {
-        let (list, _, answers) = keys(key);
-        let _: i64 = redis::cmd("DEL")
-            .arg(list)
-            .arg(answers)
-            .query_async(&mut self.conn.clone())
-            .await
-            .map_err(failed("del"))?;
+        let _: i64 = forget_command(key).query_async(&mut self.conn.clone()).await.map_err(failed("del"))?;
         Ok(())
     }
 
