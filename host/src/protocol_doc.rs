@@ -11,10 +11,10 @@ use std::time::{Duration, UNIX_EPOCH};
 use anocast_wire::{Ack, Declaration, Envelope, Interest, NodeKey, Outcome, Worker, declaration};
 use sha2::Digest;
 
+use crate::bus::Decision;
 use crate::bus::Task;
 use crate::bus::wire::{decode_task, encode_task};
 use crate::ledger::{NodeInfo, PluginEntry, SCRIPTS};
-use crate::settle::Decision;
 use crate::topic::Topic;
 
 /// RFC 8032's first test key.

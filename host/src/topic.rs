@@ -3,44 +3,15 @@
 //! A topic is a dotted name such as `orders.created`: one or more non-empty
 //! tokens of ASCII letters, digits, `-` and `_`. A pattern is the same with
 //! wildcards: `*` stands for exactly one token, `>` (only as the last token)
-//! for one or more remaining tokens.
+//! for one or more remaining tokens. The rules themselves are
+//! `anocast_wire::names`'s, shared by every entry point.
 
 use std::fmt;
 
-/// Longest accepted topic or pattern, in bytes.
-pub const MAX_TOPIC_LEN: usize = 256;
+use anocast_wire::names;
 
-/// Why a topic or pattern was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid {what} {text:?}: {reason}")]
-pub struct TopicError {
-    what: &'static str,
-    text: String,
-    reason: &'static str,
-}
-
-fn check(text: &str, what: &'static str, wildcards: bool) -> Result<(), TopicError> {
-    let fail = |reason| Err(TopicError { what, text: text.chars().take(80).collect(), reason });
-    if text.is_empty() {
-        return fail("it is empty");
-    }
-    if text.len() > MAX_TOPIC_LEN {
-        return fail("it is longer than 256 bytes");
-    }
-    let tokens: Vec<&str> = text.split('.').collect();
-    for (i, token) in tokens.iter().enumerate() {
-        match *token {
-            "" => return fail("it has an empty token (leading, trailing or double '.')"),
-            "*" if wildcards => {}
-            ">" if wildcards && i + 1 == tokens.len() => {}
-            ">" if wildcards => return fail("'>' may only be the last token"),
-            "*" | ">" => return fail("wildcards are only allowed in subscription patterns"),
-            t if t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') => {}
-            _ => return fail("tokens may hold only ASCII letters, digits, '-' and '_'"),
-        }
-    }
-    Ok(())
-}
+/// Why a topic or pattern was refused (the project's one name error).
+pub type TopicError = names::NameError;
 
 /// A validated topic name (no wildcards).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
@@ -50,7 +21,7 @@ pub struct Topic(String);
 impl Topic {
     /// Validates `text` as a topic.
     pub fn parse(text: &str) -> Result<Self, TopicError> {
-        check(text, "topic", false)?;
+        names::check_topic(text)?;
         Ok(Topic(text.to_owned()))
     }
 
@@ -74,7 +45,7 @@ pub struct Pattern(String);
 impl Pattern {
     /// Validates `text` as a pattern.
     pub fn parse(text: &str) -> Result<Self, TopicError> {
-        check(text, "topic pattern", true)?;
+        names::check_pattern(text)?;
         Ok(Pattern(text.to_owned()))
     }
 

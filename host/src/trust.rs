@@ -156,7 +156,7 @@ impl TrustStore {
             }
             let key = PublicKey::parse(key).map_err(|e| anyhow::anyhow!("{}:{}: {e}", path.display(), n + 1))?;
             if let Some(node) = node {
-                crate::validate_node_id(node).with_context(|| format!("{}:{}", path.display(), n + 1))?;
+                anocast_wire::names::check_node_id(node).with_context(|| format!("{}:{}", path.display(), n + 1))?;
             }
             self.add(key, node);
         }

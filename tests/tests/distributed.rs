@@ -254,7 +254,7 @@ async fn a_node_killed_between_staging_and_commit_applies_nothing() -> anyhow::R
     let outcome = pending.await??;
     // Both replied ok, so the outcome commits; only b is there to apply.
     assert_eq!(outcome.status, Status::Complete, "{}", outcome.to_json());
-    assert_eq!(outcome.settle, Some(anocast::settle::Decision::Commit));
+    assert_eq!(outcome.settle, Some(anocast::Decision::Commit));
     settle_count(&b.url, "committed", 1).await?;
     assert_eq!(redis_value(&mesh.redis, "stager-b", "k").await?.as_deref(), Some("from-b"));
     assert_eq!(redis_value(&mesh.redis, "stager", "k").await?, None, "the dead node's writes died with it");

@@ -6,7 +6,7 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use anocast::settle::Decision;
+use anocast::Decision;
 use anocast::{Host, Outcome, RuntimeConfig, Status, Topic};
 use anocast_tests::{PluginDir, guests, options, payload_of, start_host};
 use serde_json::{Value, json};

@@ -6,7 +6,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anocast::settle::{Decision, SettleConfig, SettlePolicy};
+use anocast::Decision;
+use anocast::settle::{SettleConfig, SettlePolicy};
 use anocast::{DispatchOptions, Host, HostConfig, Outcome, RuntimeConfig, Status, Topic};
 use anocast_tests::{PluginDir, guests};
 

@@ -10,10 +10,10 @@ use async_trait::async_trait;
 use parking_lot::RwLock;
 use tokio::sync::mpsc;
 
+use super::Decision;
 use super::{
     Bus, BusError, Inbox, Reply, ReplySink, ReplyTo, SettleReceiver, Subscription, Task, TaskReceiver, WorkerId,
 };
-use crate::settle::Decision;
 use crate::topic::Pattern;
 
 /// The embedded bus. Cheap to clone; clones share subscriptions.

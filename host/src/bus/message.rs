@@ -1,4 +1,5 @@
-//! What travels on the bus: tasks, acknowledgements and partial replies.
+//! What travels on the bus: tasks, acknowledgements, partial replies and
+//! settle decisions.
 
 use std::fmt;
 use std::sync::Arc;
@@ -140,4 +141,33 @@ pub enum Reply {
     },
     /// A declared worker's result.
     Partial(Partial),
+}
+
+/// What a dispatcher decided for a transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// Apply the staged writes.
+    Commit,
+    /// Drop them.
+    Abort,
+}
+
+impl Decision {
+    /// `commit` or `abort`, as on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Commit => "commit",
+            Decision::Abort => "abort",
+        }
+    }
+
+    /// Reads `commit` or `abort`.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "commit" => Some(Decision::Commit),
+            "abort" => Some(Decision::Abort),
+            _ => None,
+        }
+    }
 }

@@ -28,10 +28,9 @@ use futures::stream::FuturesUnordered;
 use tokio::sync::mpsc;
 
 pub use local::LocalBus;
-pub use message::{Ancestor, Interest, Partial, Reply, Task, WorkerId};
+pub use message::{Ancestor, Decision, Interest, Partial, Reply, Task, WorkerId};
 pub use nats::NatsBus;
 
-use crate::settle::Decision;
 use crate::topic::Pattern;
 
 /// A bus failure (never a worker's failure: those travel as replies).

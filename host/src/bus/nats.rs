@@ -30,12 +30,12 @@ use async_trait::async_trait;
 use futures::{FutureExt, StreamExt};
 use rustc_hash::FxHashSet;
 
+use super::Decision;
 use super::wire::{SETTLE_SUBJECT, decode_settle, decode_task, encode_settle, encode_task, task_subject, unix_ms};
 use super::{
     Bus, BusError, Inbox, Partial, Reply, ReplySink, ReplyTo, SettleReceiver, Subscription, Task, TaskReceiver,
     WorkerId,
 };
-use crate::settle::Decision;
 use crate::topic::Pattern;
 use crate::trust::{Security, SecurityStats};
 

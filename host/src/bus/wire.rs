@@ -17,8 +17,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_nats::HeaderMap;
 use bytes::Bytes;
 
-use super::{Ancestor, Task};
-use crate::settle::Decision;
+use anocast_wire::names;
+
+use super::{Ancestor, Decision, Task};
 use crate::topic::Topic;
 
 /// The subject of settle decisions.
@@ -36,7 +37,7 @@ pub fn encode_settle(transaction: &str, decision: Decision) -> HeaderMap {
 /// Reads a settle decision.
 pub fn decode_settle(headers: Option<&HeaderMap>) -> Result<(Arc<str>, Decision), WireError> {
     let transaction = header(headers, REQUEST_ID)?;
-    check_request_id(transaction)?;
+    names::check_request_id(transaction)?;
     let decision = header(headers, DECISION)?;
     let decision = Decision::parse(decision).ok_or_else(|| WireError(format!("bad decision {decision:?}")))?;
     Ok((Arc::from(transaction), decision))
@@ -57,6 +58,12 @@ const EXPECTED: &str = "Anocast-Expected";
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("malformed message: {0}")]
 pub struct WireError(String);
+
+impl From<names::NameError> for WireError {
+    fn from(err: names::NameError) -> Self {
+        WireError(err.to_string())
+    }
+}
 
 fn header<'a>(headers: Option<&'a HeaderMap>, name: &str) -> Result<&'a str, WireError> {
     headers.and_then(|h| h.get(name)).map(|v| v.as_str()).ok_or_else(|| WireError(format!("no {name} header")))
@@ -90,7 +97,7 @@ pub fn decode_task(subject: &str, headers: Option<&HeaderMap>, body: &[u8]) -> R
         subject.strip_prefix(TASK_PREFIX).ok_or_else(|| WireError(format!("{subject} is not a task subject")))?;
     let topic = Topic::parse(topic).map_err(|e| WireError(e.to_string()))?;
     let request_id = header(headers, REQUEST_ID)?;
-    check_request_id(request_id)?;
+    names::check_request_id(request_id)?;
     let deadline: u64 = header(headers, DEADLINE)?.parse().map_err(|_| WireError("bad deadline".into()))?;
     let depth: u32 = header(headers, DEPTH)?.parse().map_err(|_| WireError("bad depth".into()))?;
     let ancestry = decode_ancestry(header(headers, ANCESTRY)?, header(headers, ANCESTRY_TOPICS)?)?;
@@ -109,20 +116,13 @@ pub fn decode_task(subject: &str, headers: Option<&HeaderMap>, body: &[u8]) -> R
             Some(names) if !names.is_empty() => names
                 .split(',')
                 .map(|name| {
-                    anocast_wire::check_plugin_name(name).map_err(|_| WireError("bad expected group".into()))?;
+                    names::check_plugin_name(name).map_err(|_| WireError("bad expected group".into()))?;
                     Ok(name.to_owned())
                 })
                 .collect::<Result<_, WireError>>()?,
             _ => Vec::new(),
         },
     })
-}
-
-fn check_request_id(id: &str) -> Result<(), WireError> {
-    if id.is_empty() || id.len() > 128 || id.contains(',') {
-        return Err(WireError("bad request id".into()));
-    }
-    Ok(())
 }
 
 /// Pairs the ancestors' request ids with their topics.
@@ -137,7 +137,7 @@ fn decode_ancestry(ids: &str, topics: &str) -> Result<Vec<Ancestor>, WireError> 
     ids.into_iter()
         .zip(topics)
         .map(|(id, topic)| {
-            check_request_id(id)?;
+            names::check_request_id(id)?;
             let topic = Topic::parse(topic).map_err(|e| WireError(format!("ancestry: {e}")))?;
             Ok(Ancestor { topic, request_id: Arc::from(id) })
         })

@@ -8,8 +8,8 @@ use reqwest::Url;
 use serde_json::Value;
 
 use crate::Topic;
+use crate::bus::Decision;
 use crate::dispatch::DispatchOptions;
-use crate::settle::Decision;
 
 /// A running node's HTTP API.
 pub struct Client {

@@ -21,10 +21,11 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 
+use crate::bus::Decision;
 use crate::dispatch::{DispatchOptions, NestingConfig, Status};
 use crate::ledger::Liveness;
 use crate::runtime::{Runtime, RuntimeConfig};
-use crate::settle::{Decision, SettleConfig, SettlePolicy};
+use crate::settle::{SettleConfig, SettlePolicy};
 use crate::{Host, HostConfig, MeshConfig, Topic};
 
 const AFTER_HELP: &str = "\
@@ -435,7 +436,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Keygen(args) => {
             if let Some(id) = &args.node_id {
-                crate::validate_node_id(id)?;
+                anocast_wire::names::check_node_id(id)?;
             }
             let key = anocast_wire::NodeKey::generate()?;
             crate::trust::write_key(&args.out, &key, args.node_id.as_deref())?;
@@ -562,7 +563,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         mesh.trust_mesh = args.mesh.trust.trust_mesh || file.trust_mesh.unwrap_or(false);
     }
     let node_id = args.node_id.clone().or(file.node_id.clone()).unwrap_or_else(crate::default_node_id);
-    crate::validate_node_id(&node_id)?;
+    anocast_wire::names::check_node_id(&node_id)?;
     let data_dir = args
         .mesh
         .data_dir

@@ -26,12 +26,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::time::sleep_until;
 
-pub use nested::{NestError, Nesting, NestingConfig, Parent, SubOptions};
+pub use nested::{NestError, Nesting, NestingConfig, SubOptions};
 pub use outcome::{Outcome, Status};
 
+use crate::bus::Decision;
 use crate::bus::{Ancestor, Bus, Interest, Partial, Reply, Task};
 use crate::ledger::{Ledger, Registry};
-use crate::settle::{Decision, SettlePolicy};
+use crate::settle::SettlePolicy;
 use crate::topic::Topic;
 use crate::trust::{Security, SecurityStats};
 

@@ -17,7 +17,6 @@
 //! dropped with it: the child's interest list is forgotten and its late
 //! replies are discarded.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{DispatchError, DispatchOptions, Dispatcher, Outcome};
@@ -141,36 +140,5 @@ impl Nesting {
             Err(DispatchError::InvalidOptions(why)) => Err(NestError::Invalid(why)),
             Err(err) => Err(NestError::Failed(err.to_string())),
         }
-    }
-}
-
-/// A task's handle on nested dispatch, given to the instance that runs it.
-#[derive(Clone)]
-pub struct Parent {
-    /// How sub-tasks are dispatched.
-    pub nesting: Arc<Nesting>,
-    /// The task the sub-tasks descend from.
-    pub task: Arc<Task>,
-}
-
-impl Parent {
-    /// Dispatches a sub-task and waits for its outcome. Dropping the returned
-    /// future (the parent's instance was stopped) ends the sub-dispatch at
-    /// once, its results discarded.
-    ///
-    /// The future is polled where the guest's host call is, on the guest's
-    /// fiber; that stack keeps 1 MiB for the host beyond the guest's own
-    /// limit, far more than a dispatch needs, and each sub-task's guest
-    /// runs on a fiber of its own (the default depth limit is tested).
-    /// Spawning it instead cost a thread hop: 1.33x against 1.11x the two
-    /// single dispatches in the nested benchmark.
-    pub async fn dispatch(
-        &self,
-        not_after: Instant,
-        topic: String,
-        payload: Vec<u8>,
-        options: SubOptions,
-    ) -> Result<Outcome, NestError> {
-        self.nesting.dispatch(&self.task, not_after, &topic, payload, options).await
     }
 }

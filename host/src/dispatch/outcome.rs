@@ -69,7 +69,7 @@ pub struct Outcome {
     /// Whether a worker (or a sub-task of one) staged writes.
     pub staged: bool,
     /// The decision taken for the staged writes, if any.
-    pub settle: Option<crate::settle::Decision>,
+    pub settle: Option<crate::bus::Decision>,
     /// Time from dispatch to outcome.
     pub elapsed: Duration,
 }
@@ -145,7 +145,7 @@ mod tests {
             missing: vec![],
             untrusted: vec![],
             staged: true,
-            settle: Some(crate::settle::Decision::Abort),
+            settle: Some(crate::bus::Decision::Abort),
             elapsed: Duration::from_millis(12),
         };
         let json: serde_json::Value = serde_json::from_str(&outcome.to_json()).expect("valid JSON");

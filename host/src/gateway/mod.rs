@@ -24,8 +24,9 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::bus::Decision;
 use crate::dispatch::{DispatchError, DispatchOptions};
-use crate::settle::{Decision, SettlePolicy};
+use crate::settle::SettlePolicy;
 use crate::{Host, Topic};
 
 /// Largest request body accepted as a payload (8 MiB).
@@ -116,9 +117,7 @@ async fn settle(
     Path((request_id, decision)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let decision = Decision::parse(&decision).ok_or_else(|| bad_request("the decision must be commit or abort"))?;
-    if request_id.is_empty() || request_id.len() > 128 || request_id.contains(',') {
-        return Err(bad_request("invalid request id"));
-    }
+    anocast_wire::names::check_request_id(&request_id).map_err(|err| bad_request(err.to_string()))?;
     host.dispatcher().settle(&request_id, decision).await;
     let body = json!({ "request_id": request_id, "settle": decision });
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())

@@ -21,7 +21,6 @@
 //! Applying the new set to the node (swap, subscribe, withdraw) is the
 //! host's part ([`crate::Host::reload`]).
 
-pub mod cache;
 pub mod watch;
 
 use std::collections::{BTreeSet, HashMap};

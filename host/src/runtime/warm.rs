@@ -29,7 +29,8 @@ use parking_lot::Mutex;
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 use wasmtime::Store;
 
-use super::{Exports, TaskState};
+use super::imports::TaskState;
+use super::instance::Exports;
 
 /// Name of the custom section by which a component declares itself
 /// stateless.

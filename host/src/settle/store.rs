@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
 
-use super::Op;
+use crate::runtime::Op;
 
 /// A store failure.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -16,7 +16,8 @@
 
 use crate::codec::Writer;
 use crate::key::PublicKey;
-use crate::{NodeKey, WireError, Worker, check_request_id, check_topic};
+use crate::names::{check_request_id, check_topic};
+use crate::{NodeKey, WireError, Worker};
 
 /// The domain of a declaration's signature.
 pub const TAG: &[u8; 18] = b"anocast-declare-v1";

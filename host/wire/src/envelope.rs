@@ -31,7 +31,8 @@
 
 use crate::codec::{Reader, Writer};
 use crate::key::PublicKey;
-use crate::{NodeKey, WireError, Worker, check_request_id, check_topic};
+use crate::names::{check_request_id, check_topic};
+use crate::{NodeKey, WireError, Worker};
 
 /// The first 16 bytes of every reply envelope (the signature's domain).
 pub const TAG: &[u8; 16] = b"anocast-reply-v1";

@@ -1,0 +1,97 @@
+//! What a host is started with: [`HostConfig`] and, for distributed mode,
+//! [`MeshConfig`]. Plain values with defaults; the CLI fills them from its
+//! flags, the configuration file and the environment.
+
+use std::path::PathBuf;
+
+use crate::dispatch::NestingConfig;
+use crate::ledger::Liveness;
+use crate::runtime::RuntimeConfig;
+use crate::settle::SettleConfig;
+
+/// What a host needs to start.
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    /// The plugins folder; `None` for a plugin-less dispatcher (a client).
+    pub plugins: Option<PathBuf>,
+    /// This node's id (default: the host name).
+    pub node_id: String,
+    /// Runtime limits.
+    pub runtime: RuntimeConfig,
+    /// Distributed mode: the NATS and Redis to join. `None`: embedded mode.
+    pub mesh: Option<MeshConfig>,
+    /// Limits on sub-tasks dispatched by workers.
+    pub nesting: NestingConfig,
+    /// Staged writes: expiry, limits, retention.
+    pub settle: SettleConfig,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        HostConfig {
+            plugins: Some(PathBuf::from("plugins")),
+            node_id: default_node_id(),
+            runtime: RuntimeConfig::default(),
+            mesh: None,
+            nesting: NestingConfig::default(),
+            settle: SettleConfig::default(),
+        }
+    }
+}
+
+/// Where the mesh of distributed mode lives.
+#[derive(Debug, Clone)]
+pub struct MeshConfig {
+    /// NATS URL, e.g. `nats://127.0.0.1:4222`.
+    pub nats: String,
+    /// Redis URL, e.g. `redis://127.0.0.1:6379`.
+    pub redis: String,
+    /// How fast dead nodes are noticed.
+    pub liveness: Liveness,
+    /// How long to wait for NATS and Redis at start (and for each Redis call).
+    pub connect_timeout: std::time::Duration,
+    /// The node's private key file; default: `node.key` in the data folder,
+    /// made on first start (a plugin-less client uses a key of the moment).
+    pub key: Option<PathBuf>,
+    /// The node's data folder (default: `trust::default_data_dir`).
+    pub data_dir: Option<PathBuf>,
+    /// Files or folders of trusted public keys.
+    pub trust: Vec<PathBuf>,
+    /// Also trust every node registered in the mesh (development only).
+    pub trust_mesh: bool,
+}
+
+impl MeshConfig {
+    /// A mesh on these servers with default timings.
+    pub fn new(nats: &str, redis: &str) -> Self {
+        MeshConfig {
+            nats: nats.to_owned(),
+            redis: redis.to_owned(),
+            liveness: Liveness::default(),
+            connect_timeout: std::time::Duration::from_secs(5),
+            key: None,
+            data_dir: None,
+            trust: Vec::new(),
+            trust_mesh: false,
+        }
+    }
+
+    /// Checks what can be checked before connecting to anything.
+    pub(crate) fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            !self.trust.is_empty() || self.trust_mesh,
+            "distributed mode needs --trust PATH (files or a folder of trusted public keys) or, for development, \
+             --trust-mesh (trust every node registered in this mesh)"
+        );
+        Ok(())
+    }
+}
+
+/// The default node id: the machine's host name, or `local`.
+pub fn default_node_id() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| anocast_wire::names::check_node_id(h).is_ok())
+        .unwrap_or_else(|| "local".to_owned())
+}

@@ -1,0 +1,334 @@
+//! A node's staging: the writes its workers' tasks staged, kept by
+//! transaction until a decision settles them once, or they expire.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+
+use super::store::Store;
+use crate::bus::Decision;
+use crate::runtime::Op;
+
+/// What staging calls once a task's writes are settled or expired: in a
+/// node, the staging plugin's `settle` export.
+#[async_trait]
+pub trait SettleHook: Send + Sync + 'static {
+    /// The store namespace the writes belong to (the plugin's name).
+    fn namespace(&self) -> &str;
+
+    /// Tells the plugin, by `deadline`, whether the writes its task
+    /// `request_id` staged were committed.
+    async fn settled(
+        &self,
+        label: &Arc<str>,
+        request_id: &Arc<str>,
+        committed: bool,
+        deadline: Instant,
+    ) -> Result<(), String>;
+}
+
+/// Settings of a node's staging.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SettleConfig {
+    /// How long staged writes wait for a decision after their task's
+    /// deadline before they are dropped (default 30 s).
+    pub expiry: Duration,
+    /// Most bytes staged on the node at once, across tasks (default 64 MiB);
+    /// a task whose writes do not fit fails.
+    pub max_bytes: usize,
+    /// Distributed mode: how long a committed value lives in Redis after its
+    /// last write (default 7 days; Redis holds coordination state, not
+    /// records).
+    pub retention: Duration,
+}
+
+impl Default for SettleConfig {
+    fn default() -> Self {
+        SettleConfig {
+            expiry: Duration::from_secs(30),
+            max_bytes: 64 << 20,
+            retention: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+/// What happened to a node's transactions since it started.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct SettleStats {
+    /// Tasks whose writes were kept for a decision.
+    pub staged: AtomicU64,
+    /// Tasks whose writes were committed.
+    pub committed: AtomicU64,
+    /// Tasks whose writes were dropped by an abort.
+    pub aborted: AtomicU64,
+    /// Tasks whose writes expired without a decision.
+    pub expired: AtomicU64,
+    /// Commits that arrived after the writes had expired (not applied).
+    pub late_commits: AtomicU64,
+    /// Decisions received again for a transaction already settled here.
+    pub duplicates: AtomicU64,
+    /// Tasks whose writes could not be staged (the node's limit) or
+    /// applied (the store failed).
+    pub failed: AtomicU64,
+    /// `settle` hooks called.
+    pub hooks: AtomicU64,
+    /// `settle` hooks that failed (trapped, or ran out of time).
+    pub hooks_failed: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// One task's staged writes, waiting for the decision.
+struct Staged {
+    hook: Arc<dyn SettleHook>,
+    label: Arc<str>,
+    request_id: Arc<str>,
+    ops: Vec<Op>,
+    bytes: usize,
+    expires: Instant,
+}
+
+/// What became of a transaction, remembered for a while to tell
+/// duplicates and late commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Past {
+    /// Its writes here were committed or dropped.
+    Settled,
+    /// Its writes here expired.
+    Expired,
+    /// Decided while nothing was staged here for it.
+    Decided,
+}
+
+/// How long a settled or expired transaction is remembered.
+const REMEMBER: Duration = Duration::from_secs(600);
+/// Most transactions remembered.
+const MAX_REMEMBERED: usize = 100_000;
+
+#[derive(Default)]
+struct Book {
+    pending: HashMap<Arc<str>, Vec<Staged>>,
+    past: HashMap<Arc<str>, (Past, Instant)>,
+    /// `past`'s transactions in the order they were remembered, to forget
+    /// the oldest first.
+    past_order: VecDeque<(Arc<str>, Instant)>,
+    bytes: usize,
+}
+
+impl Book {
+    /// Remembers what became of `transaction`, forgetting the oldest beyond
+    /// the limit.
+    fn remember(&mut self, transaction: Arc<str>, past: Past) {
+        let now = Instant::now();
+        self.past.insert(transaction.clone(), (past, now));
+        self.past_order.push_back((transaction, now));
+        while self.past_order.len() > MAX_REMEMBERED {
+            self.forget_oldest();
+        }
+    }
+
+    /// Forgets what was remembered longer than [`REMEMBER`] ago.
+    fn forget_old(&mut self, now: Instant) {
+        while self.past_order.front().is_some_and(|(_, at)| now.duration_since(*at) >= REMEMBER) {
+            self.forget_oldest();
+        }
+    }
+
+    fn forget_oldest(&mut self) {
+        if let Some((transaction, at)) = self.past_order.pop_front()
+            // Unless it was remembered again since.
+            && self.past.get(&transaction).is_some_and(|(_, when)| *when == at)
+        {
+            self.past.remove(&transaction);
+        }
+    }
+
+    /// What became of `transaction`, if it is remembered.
+    fn past(&self, transaction: &str) -> Option<Past> {
+        self.past.get(transaction).map(|(past, _)| *past)
+    }
+}
+
+/// A node's staged writes, by transaction.
+pub struct Staging {
+    config: SettleConfig,
+    store: Arc<dyn Store>,
+    book: parking_lot::Mutex<Book>,
+    stats: SettleStats,
+}
+
+impl Staging {
+    /// Staging over `store`. Call [`Staging::expire`] now and then (the
+    /// node does) to expire writes.
+    pub fn new(store: Arc<dyn Store>, config: SettleConfig) -> Self {
+        Staging { config, store, book: Default::default(), stats: SettleStats::default() }
+    }
+
+    /// The store committed writes go to.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// What happened since the node started.
+    pub fn stats(&self) -> &SettleStats {
+        &self.stats
+    }
+
+    /// How often [`Staging::expire`] should run: a quarter of the expiry,
+    /// between 10 ms and 1 s.
+    pub fn sweep_interval(&self) -> Duration {
+        (self.config.expiry / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
+    }
+
+    /// Keeps the writes the task `request_id` staged for
+    /// `transaction`, until the decision or `deadline + expiry`. Fails when
+    /// the node's limit would be passed.
+    pub fn keep(
+        &self,
+        transaction: &Arc<str>,
+        hook: &Arc<dyn SettleHook>,
+        label: &Arc<str>,
+        request_id: &Arc<str>,
+        deadline: Instant,
+        ops: Vec<Op>,
+    ) -> Result<(), String> {
+        let bytes: usize = ops.iter().map(Op::bytes).sum();
+        let mut book = self.book.lock();
+        if book.bytes + bytes > self.config.max_bytes {
+            drop(book);
+            bump(&self.stats.failed);
+            return Err(format!("the node's staging is full ({} MiB)", self.config.max_bytes >> 20));
+        }
+        book.bytes += bytes;
+        // Writes that come after their transaction was settled (a worker
+        // that did not reply in time) can never be decided on: they expire
+        // at the next sweep.
+        let expires = match book.past(transaction) {
+            Some(_) => Instant::now(),
+            None => deadline + self.config.expiry,
+        };
+        book.pending.entry(transaction.clone()).or_default().push(Staged {
+            hook: hook.clone(),
+            label: label.clone(),
+            request_id: request_id.clone(),
+            ops,
+            bytes,
+            expires,
+        });
+        drop(book);
+        bump(&self.stats.staged);
+        Ok(())
+    }
+
+    /// Applies `decision` to what was staged for `transaction`, once; then
+    /// calls each staging plugin's `settle` hook. What happened is counted
+    /// in [`Staging::stats`].
+    #[tracing::instrument(level = "debug", skip(self), fields(decision = decision.as_str()))]
+    pub async fn settle(&self, transaction: &str, decision: Decision) {
+        let entries = {
+            let mut book = self.book.lock();
+            match book.pending.remove(transaction) {
+                Some(entries) => {
+                    book.bytes -= entries.iter().map(|e| e.bytes).sum::<usize>();
+                    book.remember(Arc::from(transaction), Past::Settled);
+                    entries
+                }
+                None => {
+                    let past = book.past(transaction);
+                    if past.is_none() {
+                        // Writes may still come (a worker that missed the
+                        // deadline): remembered, they expire at once.
+                        book.remember(Arc::from(transaction), Past::Decided);
+                    }
+                    drop(book);
+                    match past {
+                        Some(Past::Settled) => {
+                            bump(&self.stats.duplicates);
+                            tracing::info!(transaction, "ignored a duplicate decision");
+                        }
+                        Some(Past::Expired) if decision == Decision::Commit => {
+                            bump(&self.stats.late_commits);
+                            tracing::warn!(
+                                transaction,
+                                "a commit arrived after the staged writes had expired; they were not applied"
+                            );
+                        }
+                        // Nothing was staged here for it.
+                        Some(Past::Expired | Past::Decided) | None => {}
+                    }
+                    return;
+                }
+            }
+        };
+        for entry in entries {
+            let committed = match decision {
+                Decision::Commit => match self.store.apply(entry.hook.namespace(), &entry.ops).await {
+                    Ok(()) => {
+                        bump(&self.stats.committed);
+                        true
+                    }
+                    Err(err) => {
+                        bump(&self.stats.failed);
+                        tracing::error!(%err, worker = &*entry.label, "could not apply committed writes");
+                        false
+                    }
+                },
+                Decision::Abort => {
+                    bump(&self.stats.aborted);
+                    false
+                }
+            };
+            self.call_hook(entry, committed).await;
+        }
+    }
+
+    /// Drops the writes whose time has passed (calling their hooks with
+    /// `committed = false`) and forgets old transactions.
+    pub async fn expire(&self) {
+        let now = Instant::now();
+        let mut expired = Vec::new();
+        {
+            let mut book = self.book.lock();
+            let due: Vec<Arc<str>> = book
+                .pending
+                .iter()
+                .filter(|(_, entries)| entries.iter().all(|e| e.expires <= now))
+                .map(|(t, _)| t.clone())
+                .collect();
+            for transaction in due {
+                if let Some(entries) = book.pending.remove(&transaction) {
+                    book.bytes -= entries.iter().map(|e| e.bytes).sum::<usize>();
+                    book.remember(transaction, Past::Expired);
+                    expired.extend(entries);
+                }
+            }
+            book.forget_old(now);
+        }
+        for entry in expired {
+            bump(&self.stats.expired);
+            tracing::info!(worker = &*entry.label, request_id = &*entry.request_id, "staged writes expired");
+            self.call_hook(entry, false).await;
+        }
+    }
+
+    /// Calls the `settle` hook of the plugin that staged `entry`.
+    async fn call_hook(&self, entry: Staged, committed: bool) {
+        let deadline = Instant::now() + HOOK_TIMEOUT;
+        let result = entry.hook.settled(&entry.label, &entry.request_id, committed, deadline).await;
+        match result {
+            Ok(()) => bump(&self.stats.hooks),
+            Err(err) => {
+                bump(&self.stats.hooks_failed);
+                tracing::warn!(%err, worker = &*entry.label, request_id = &*entry.request_id, "settle() failed");
+            }
+        }
+    }
+}
+
+/// Longest a `settle` hook may run.
+const HOOK_TIMEOUT: Duration = Duration::from_secs(5);
