@@ -12,9 +12,9 @@
 //! Then the cost of signing (issue 4): sealing and opening one reply
 //! envelope, signing and checking one declaration entry, verifying pending
 //! replies one by one versus as a batch, and the share of all that in the
-//! one-worker dispatch's median measured above. DESIGN.md's floor for a
-//! distributed dispatch adds that signing to floor A; the third verdict
-//! uses it.
+//! one-worker dispatch's median measured above. The floor the project
+//! sets for a distributed dispatch adds that signing to floor A; the third
+//! verdict uses it.
 //!
 //! The one-worker dispatch is measured twice: with `echo`, which runs each
 //! task in a fresh instance, and with `echo-warm`, the same worker declared
@@ -243,7 +243,7 @@ async fn distributed(settings: Settings) -> anyhow::Result<()> {
     let (fresh, warmed) = (ratios(&one, floor, sequence.p50), ratios(&warm, floor_warm, sequence_warm));
     println!("\ntargets, 1 interested                         {:>20} {:>20}", "fresh instances", "warm instances");
     for (i, label) in
-        ["p50 <= 1.5x floor A", "p50 <= 1.5x floor B", "p50 <= 1.5x DESIGN.md's floor (A + signing)"].iter().enumerate()
+        ["p50 <= 1.5x floor A", "p50 <= 1.5x floor B", "p50 <= 1.5x (floor A + signing)"].iter().enumerate()
     {
         println!("  {label:<44} {:>20} {:>20}", fresh[i], warmed[i]);
     }

@@ -3,7 +3,7 @@
 //! address, and fails a form whose e-mail is not an address, which aborts
 //! the whole submission: nothing any worker staged for it is applied. The
 //! commit that follows a submission where every worker succeeded is the
-//! seeds' supplementary *FormSubmissionSucceed*. On `forms.lookup` it
+//! follow-up message saying the submission succeeded. On `forms.lookup` it
 //! answers the saved profile of an e-mail address.
 
 use anocast_sdk::{PluginInfo, Task, Worker, export, json, log, store};
