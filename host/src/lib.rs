@@ -45,6 +45,7 @@ pub mod bus;
 pub mod cli;
 mod config;
 pub mod dispatch;
+pub mod error;
 pub mod gateway;
 mod host;
 #[cfg(test)]

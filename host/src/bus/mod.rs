@@ -33,10 +33,7 @@ pub use nats::NatsBus;
 
 use crate::topic::Pattern;
 
-/// A bus failure (never a worker's failure: those travel as replies).
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("bus: {0}")]
-pub struct BusError(pub String);
+pub use crate::error::{BusError, ErrorKind};
 
 /// A worker's handling of one task, as a future for the bus to run.
 pub type Work = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;

@@ -33,8 +33,8 @@ use rustc_hash::FxHashSet;
 use super::Decision;
 use super::wire::{SETTLE_SUBJECT, decode_settle, decode_task, encode_settle, encode_task, task_subject, unix_ms};
 use super::{
-    Bus, BusError, Inbox, Partial, Reply, ReplySink, ReplyTo, SettleReceiver, Subscription, Task, TaskReceiver,
-    WorkerId,
+    Bus, BusError, ErrorKind, Inbox, Partial, Reply, ReplySink, ReplyTo, SettleReceiver, Subscription, Task,
+    TaskReceiver, WorkerId,
 };
 use crate::topic::Pattern;
 use crate::trust::{Security, SecurityStats};
@@ -110,17 +110,30 @@ impl NatsBus {
         let client = tokio::time::timeout(timeout, options.connect(url))
             .await
             .map_err(|_| {
-                BusError(format!(
-                    "cannot connect to NATS at {url}: no answer within {}",
-                    humantime::format_duration(timeout)
-                ))
+                BusError::new(
+                    ErrorKind::TimedOut,
+                    format!(
+                        "cannot connect to NATS at {url}: no answer within {}",
+                        humantime::format_duration(timeout)
+                    ),
+                )
             })?
-            .map_err(|e| BusError(format!("cannot connect to NATS at {url}: {e}")))?;
+            .map_err(|e| {
+                use async_nats::ConnectErrorKind as K;
+                let kind = match e.kind() {
+                    K::TimedOut => ErrorKind::TimedOut,
+                    K::Authentication | K::AuthorizationViolation => ErrorKind::Refused,
+                    K::ServerParse => ErrorKind::Malformed,
+                    K::Tls => ErrorKind::Config,
+                    _ => ErrorKind::Unreachable,
+                };
+                BusError::with_source(kind, format!("cannot connect to NATS at {url}"), e)
+            })?;
         let prefix = client.new_inbox();
         let mut subscriber = client
             .subscribe(format!("{prefix}.*"))
             .await
-            .map_err(|e| BusError(format!("cannot subscribe to the reply inboxes: {e}")))?;
+            .map_err(|e| BusError::with_source(ErrorKind::Unreachable, "cannot subscribe to the reply inboxes", e))?;
         let routes: Arc<Routes> = Arc::default();
         let table = routes.clone();
         let guard = security.clone();
@@ -142,7 +155,7 @@ impl NatsBus {
         let mut lifecycle = client
             .subscribe(format!("{LIFECYCLE_PREFIX}>"))
             .await
-            .map_err(|e| BusError(format!("cannot subscribe to lifecycle events: {e}")))?;
+            .map_err(|e| BusError::with_source(ErrorKind::Unreachable, "cannot subscribe to lifecycle events", e))?;
         let me = name.to_owned();
         let watcher = tokio::spawn(async move {
             while let Some(message) = lifecycle.next().await {
@@ -347,7 +360,7 @@ impl Bus for NatsBus {
         self.client
             .publish_with_reply_and_headers(task_subject(task.topic.as_str()), inbox.subject.clone(), headers, body)
             .await
-            .map_err(|e| BusError(format!("cannot publish the task: {e}")))?;
+            .map_err(|e| BusError::with_source(ErrorKind::Unreachable, "cannot publish the task", e))?;
         Ok(None)
     }
 
@@ -355,15 +368,14 @@ impl Bus for NatsBus {
         self.client
             .publish_with_headers(SETTLE_SUBJECT, encode_settle(transaction, decision), bytes::Bytes::new())
             .await
-            .map_err(|e| BusError(format!("cannot publish the settle decision: {e}")))
+            .map_err(|e| BusError::with_source(ErrorKind::Unreachable, "cannot publish the settle decision", e))
     }
 
     async fn subscribe_settle(&self, receiver: Arc<dyn SettleReceiver>) -> Result<Subscription, BusError> {
-        let mut subscriber = self
-            .client
-            .subscribe(SETTLE_SUBJECT)
-            .await
-            .map_err(|e| BusError(format!("cannot subscribe to settle decisions: {e}")))?;
+        let mut subscriber =
+            self.client.subscribe(SETTLE_SUBJECT).await.map_err(|e| {
+                BusError::with_source(ErrorKind::Unreachable, "cannot subscribe to settle decisions", e)
+            })?;
         let pump = tokio::spawn(async move {
             while let Some(message) = subscriber.next().await {
                 match decode_settle(message.headers.as_ref()) {
@@ -374,7 +386,10 @@ impl Bus for NatsBus {
                 }
             }
         });
-        self.client.flush().await.map_err(|e| BusError(format!("cannot flush subscriptions: {e}")))?;
+        self.client
+            .flush()
+            .await
+            .map_err(|e| BusError::with_source(ErrorKind::Unreachable, "cannot flush subscriptions", e))?;
         Ok(Subscription::new(Box::new(AbortOnDrop(pump))))
     }
 
@@ -387,11 +402,9 @@ impl Bus for NatsBus {
         let mut stops = Vec::new();
         for pattern in patterns {
             let subject = task_subject(pattern.as_str());
-            let mut subscriber = self
-                .client
-                .queue_subscribe(subject.clone(), group.to_owned())
-                .await
-                .map_err(|e| BusError(format!("cannot subscribe to {subject}: {e}")))?;
+            let mut subscriber = self.client.queue_subscribe(subject.clone(), group.to_owned()).await.map_err(|e| {
+                BusError::with_source(ErrorKind::Unreachable, format!("cannot subscribe to {subject}"), e)
+            })?;
             let (client, receiver, security) = (self.client.clone(), receiver.clone(), self.security.clone());
             let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
             stops.push(stop);
@@ -454,7 +467,10 @@ impl Bus for NatsBus {
         }
         // Make sure the server has the subscriptions before the node says it
         // is ready.
-        self.client.flush().await.map_err(|e| BusError(format!("cannot flush subscriptions: {e}")))?;
+        self.client
+            .flush()
+            .await
+            .map_err(|e| BusError::with_source(ErrorKind::Unreachable, "cannot flush subscriptions", e))?;
         Ok(Subscription::new(Box::new(stops)))
     }
 }

@@ -10,7 +10,7 @@
 //!    closing is atomic in the ledger and returns who declared;
 //! 3. for each partial from a declared worker, settle its entry; the outcome
 //!    is final only when the window is closed and no declared worker is left
-//!    (DESIGN.md invariant 1): `complete`, or `no_interest` if nobody
+//!    (no premature answer): `complete`, or `no_interest` if nobody
 //!    declared;
 //! 4. at the deadline, whatever is left: `timed_out`, naming the missing
 //!    workers. In distributed mode, a declared worker whose node stops

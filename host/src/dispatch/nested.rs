@@ -1,6 +1,6 @@
 //! Nested dispatch: a worker dispatching a sub-task from inside `handle`,
-//! while its own task stays declared (the seeds' "each worker can be a task
-//! dispatcher too").
+//! while its own task stays declared: every worker can be a dispatcher
+//! too.
 //!
 //! A sub-task is an ordinary dispatch, one level deeper, whose ancestry is
 //! its parent's with the parent appended. Before anything is broadcast the

@@ -1,5 +1,5 @@
-//! The HTTP API: the seed's API gateway, one synchronous request over an
-//! asynchronous fan-out.
+//! The HTTP API: the pattern's API gateway, one synchronous request over
+//! an asynchronous fan-out.
 //!
 //! | route | what |
 //! |---|---|

@@ -50,10 +50,7 @@ pub(crate) const SCRIPTS: [(&str, &str); 8] = [
     ("leave", registry::LEAVE),
 ];
 
-/// A ledger failure.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("ledger: {0}")]
-pub struct LedgerError(pub String);
+pub use crate::error::{ErrorKind, LedgerError};
 
 /// What a declaration came to.
 #[derive(Debug, Clone, PartialEq, Eq)]

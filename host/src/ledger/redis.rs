@@ -27,7 +27,7 @@ use redis::Script;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::mpsc;
 
-use super::{Declaration, Ledger, LedgerError};
+use super::{Declaration, ErrorKind, Ledger, LedgerError};
 
 /// Pushes the worker unless the window has closed, and counts the answer.
 /// Returns `{accepted, closed, declared workers...}`: `closed` is 1 when
@@ -112,7 +112,9 @@ pub fn keys(key: &str) -> (String, String, String) {
 fn closed_list(values: &[redis::Value], at: usize) -> Result<Option<Vec<String>>, LedgerError> {
     let flag = match values.get(at) {
         Some(redis::Value::Int(flag)) => *flag,
-        other => return Err(LedgerError(format!("unexpected answer from Redis: {other:?}"))),
+        other => {
+            return Err(LedgerError::new(ErrorKind::Malformed, format!("unexpected answer from Redis: {other:?}")));
+        }
     };
     if flag == 0 {
         return Ok(None);
@@ -121,7 +123,9 @@ fn closed_list(values: &[redis::Value], at: usize) -> Result<Option<Vec<String>>
         .iter()
         .map(|v| match v {
             redis::Value::BulkString(bytes) => Ok(String::from_utf8_lossy(bytes).into_owned()),
-            other => Err(LedgerError(format!("unexpected worker in Redis's answer: {other:?}"))),
+            other => {
+                Err(LedgerError::new(ErrorKind::Malformed, format!("unexpected worker in Redis's answer: {other:?}")))
+            }
         })
         .collect::<Result<Vec<_>, _>>()
         .map(Some)
@@ -131,7 +135,8 @@ fn closed_list(values: &[redis::Value], at: usize) -> Result<Option<Vec<String>>
 /// a Redis outage fails calls instead of hanging them; the connection is
 /// re-established on its own.
 pub async fn connect(url: &str, timeout: Duration) -> Result<ConnectionManager, LedgerError> {
-    let client = redis::Client::open(url).map_err(|e| LedgerError(format!("invalid Redis URL {url:?}: {e}")))?;
+    let client = redis::Client::open(url)
+        .map_err(|e| LedgerError::with_source(ErrorKind::Config, format!("invalid Redis URL {url:?}"), e))?;
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(timeout))
         .set_response_timeout(Some(timeout))
@@ -139,8 +144,10 @@ pub async fn connect(url: &str, timeout: Duration) -> Result<ConnectionManager, 
         .set_max_delay(Duration::from_millis(500));
     tokio::time::timeout(timeout * 2, ConnectionManager::new_with_config(client, config))
         .await
-        .map_err(|_| LedgerError(format!("cannot connect to Redis at {url}: no answer in time")))?
-        .map_err(|e| LedgerError(format!("cannot connect to Redis at {url}: {e}")))
+        .map_err(|_| {
+            LedgerError::new(ErrorKind::TimedOut, format!("cannot connect to Redis at {url}: no answer in time"))
+        })?
+        .map_err(|e| LedgerError::redis(format!("cannot connect to Redis at {url}"), e))
 }
 
 /// Forgets a list whose window is closed: its closed marker stays.
@@ -217,7 +224,7 @@ impl RedisLedger {
 }
 
 fn failed(what: &str) -> impl FnOnce(redis::RedisError) -> LedgerError + '_ {
-    move |e| LedgerError(format!("redis {what}: {e}"))
+    move |e| LedgerError::redis(format!("redis {what}"), e)
 }
 
 fn ms(ttl: Duration) -> u64 {

@@ -10,7 +10,7 @@ use arc_swap::ArcSwap;
 
 use super::Node;
 use super::worker::Version;
-use crate::bus::{BusError, ReplyTo, Subscription, Task, TaskReceiver, Work, WorkerId};
+use crate::bus::{BusError, ErrorKind, ReplyTo, Subscription, Task, TaskReceiver, Work, WorkerId};
 use crate::runtime::Plugin;
 use crate::topic::Pattern;
 
@@ -74,7 +74,7 @@ impl Node {
             WorkerId { node: self.id.clone(), plugin: plugin.info.name.clone(), version: plugin.info.version.clone() };
         let mut digest = [0u8; 32];
         hex::decode_to_slice(&plugin.digest, &mut digest)
-            .map_err(|_| BusError(format!("bad digest of plugin {}", plugin.info.name)))?;
+            .map_err(|_| BusError::new(ErrorKind::Malformed, format!("bad digest of plugin {}", plugin.info.name)))?;
         let signer =
             self.security.as_ref().map(|security| (security.clone(), worker.signing(security.key().public(), digest)));
         let stats = self.stats.lock().entry(plugin.info.name.clone()).or_default().clone();

@@ -194,22 +194,23 @@ impl Version {
     async fn declare_in_ledger(&self, task: &Task) -> Option<Option<Vec<String>>> {
         let ttl = task.remaining() + LIST_TTL;
         let entry = match &self.signer {
-            None => Ok(self.label.to_string()),
+            None => self.label.to_string(),
             Some((security, worker)) => {
-                anocast_wire::Declaration::entry(task.topic.as_str(), &task.request_id, worker, security.key())
+                match anocast_wire::Declaration::entry(task.topic.as_str(), &task.request_id, worker, security.key()) {
+                    Ok(entry) => entry,
+                    Err(err) => {
+                        tracing::error!(%err, "cannot sign the declaration; the worker will not run");
+                        WorkerStats::bump(&self.stats.refused);
+                        return None;
+                    }
+                }
             }
         };
-        let declared = match entry {
-            Ok(entry) => {
-                let expected = task.expected_count(&self.worker.plugin);
-                self.ledger.declare(&task.interest_key(), &entry, ttl, expected).await
-            }
-            Err(err) => Err(crate::ledger::LedgerError(format!("cannot sign the declaration: {err}"))),
-        };
-        let (accepted, closed) = match declared {
+        let expected = task.expected_count(&self.worker.plugin);
+        let (accepted, closed) = match self.ledger.declare(&task.interest_key(), &entry, ttl, expected).await {
             Ok(declaration) => (declaration.accepted, declaration.closed),
             Err(err) => {
-                tracing::warn!(%err, "could not declare; the worker will not run");
+                tracing::warn!(%err, kind = %err.kind(), "could not declare; the worker will not run");
                 (false, None)
             }
         };

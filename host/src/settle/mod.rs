@@ -1,7 +1,7 @@
 //! Tentative side effects: what workers stage in the host's key-value
-//! [`Store`], and how it is committed or aborted after the outcome (the
-//! seeds' "keep side effects in an unsure state ... a supplementary
-//! message ... side effects not applied expire").
+//! [`Store`], and how it is committed or aborted after the outcome: side
+//! effects stay tentative until a follow-up message decides them, and
+//! expire when none comes.
 //!
 //! - A worker's `handle` stages writes ([`Tentative`], bounded per task)
 //!   for its task's *transaction*: the request id of the dispatch from

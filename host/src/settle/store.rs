@@ -11,10 +11,7 @@ use redis::aio::ConnectionManager;
 
 use crate::runtime::Op;
 
-/// A store failure.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("store: {0}")]
-pub struct StoreError(pub String);
+pub use crate::error::StoreError;
 
 /// Committed values, by plugin name and key.
 #[async_trait]
@@ -87,7 +84,7 @@ impl Store for RedisStore {
             .arg(redis_key(plugin, key))
             .query_async(&mut conn)
             .await
-            .map_err(|e| StoreError(e.to_string()))
+            .map_err(|e| StoreError::redis("GET", e))
     }
 
     async fn apply(&self, plugin: &str, ops: &[Op]) -> Result<(), StoreError> {
@@ -102,6 +99,6 @@ impl Store for RedisStore {
             pipe.ignore();
         }
         let mut conn = self.conn.clone();
-        pipe.query_async::<()>(&mut conn).await.map_err(|e| StoreError(e.to_string()))
+        pipe.query_async::<()>(&mut conn).await.map_err(|e| StoreError::redis("GET", e))
     }
 }

@@ -17,9 +17,8 @@
 //! signatures.
 //!
 //! Signing uses aws-lc-rs, whose assembly for the fixed-base scalar
-//! multiplication signs in about half the time ed25519-dalek takes or less
-//! (7-12 µs against 17-21 µs on the 2-core benchmark machine; ring, already
-//! a dependency through rustls, was no faster than dalek there). ed25519
+//! multiplication is the fastest signer measured (docs/distributed.md has
+//! the numbers). ed25519
 //! signatures are deterministic, so both give the same bytes (a test checks
 //! it). ed25519-dalek keeps the key formats and verification, where its
 //! batch verification is the fastest available.
