@@ -449,3 +449,6 @@ impl Drop for FinishList {
         });
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -27,6 +27,8 @@ use redis::Script;
 use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 
+use anocast_wire::names;
+
 use crate::topic::Pattern;
 
 const NODES: &str = "anocast:{nodes}";
@@ -70,6 +72,21 @@ pub struct NodeInfo {
     pub key: String,
     /// Its plugins.
     pub plugins: Vec<PluginEntry>,
+}
+
+impl NodeInfo {
+    /// Checks every name the entry holds (node id, plugin names, versions,
+    /// topic patterns) by the project's one set of rules: an entry that
+    /// fails is ignored whole, so that no bad name reaches a dispatch.
+    pub fn check(&self) -> Result<(), anocast_wire::NameError> {
+        names::check_node_id(&self.id)?;
+        for plugin in &self.plugins {
+            names::check_plugin_name(&plugin.name)?;
+            names::check_version(&plugin.version)?;
+            plugin.topics.iter().try_for_each(|t| names::check_pattern(t))?;
+        }
+        Ok(())
+    }
 }
 
 /// One plugin of a node.
@@ -244,10 +261,17 @@ async fn refresh(conn: &mut ConnectionManager, target: &ArcSwapOption<Snapshot>)
     };
     let mut snapshot = Snapshot { at: Instant::now(), nodes: BTreeMap::new(), groups: BTreeMap::new() };
     for entry in entries {
-        let Ok(info) = serde_json::from_str::<NodeInfo>(&entry) else {
-            tracing::warn!(entry, "ignored a malformed registry entry");
-            continue;
+        let info = match serde_json::from_str::<NodeInfo>(&entry) {
+            Ok(info) => info,
+            Err(err) => {
+                tracing::warn!(%err, "ignored a malformed registry entry");
+                continue;
+            }
         };
+        if let Err(err) = info.check() {
+            tracing::warn!(%err, "ignored a registry entry with an invalid name");
+            continue;
+        }
         for plugin in &info.plugins {
             let patterns = snapshot.groups.entry(plugin.name.clone()).or_default();
             patterns.extend(plugin.topics.iter().filter_map(|t| Pattern::parse(t).ok()));
@@ -278,5 +302,32 @@ impl Registry for RedisRegistry {
 
     fn node_key(&self, node: &str) -> Option<String> {
         self.fresh()?.nodes.get(node).map(|n| n.key.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: &str, name: &str, version: &str, topic: &str) -> NodeInfo {
+        NodeInfo {
+            id: id.into(),
+            key: String::new(),
+            plugins: vec![PluginEntry { name: name.into(), version: version.into(), topics: vec![topic.into()] }],
+        }
+    }
+
+    #[test]
+    fn registry_entries_are_checked_by_the_name_rules() {
+        assert!(entry("node-1", "echo", "1.0.0", "echo.>").check().is_ok());
+        for bad in [
+            entry("node\n1", "echo", "1", "echo"),
+            entry("n", "echo\nx", "1", "echo"),
+            entry("n", "Echo", "1", "echo"),
+            entry("n", "echo", "1 0", "echo"),
+            entry("n", "echo", "1", "echo..x"),
+        ] {
+            assert!(bad.check().is_err(), "{bad:?}");
+        }
     }
 }

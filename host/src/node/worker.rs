@@ -156,7 +156,7 @@ impl Version {
             return result;
         }
         let transaction = task.ancestry.first().map_or(&task.request_id, |root| &root.request_id);
-        let deadline = Instant::now() + task.remaining();
+        let deadline = tokio::time::Instant::now() + task.remaining();
         let hook: Arc<dyn SettleHook> = self.plugin.clone();
         match self.staging.keep(transaction, &hook, &self.label, &task.request_id, deadline, ops) {
             Ok(()) => result,

@@ -4,7 +4,9 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use async_trait::async_trait;
 
@@ -26,7 +28,7 @@ pub trait SettleHook: Send + Sync + 'static {
         label: &Arc<str>,
         request_id: &Arc<str>,
         committed: bool,
-        deadline: Instant,
+        deadline: std::time::Instant,
     ) -> Result<(), String>;
 }
 
@@ -318,7 +320,8 @@ impl Staging {
 
     /// Calls the `settle` hook of the plugin that staged `entry`.
     async fn call_hook(&self, entry: Staged, committed: bool) {
-        let deadline = Instant::now() + HOOK_TIMEOUT;
+        // The hook's instance is bounded by the wall clock's Instant.
+        let deadline = std::time::Instant::now() + HOOK_TIMEOUT;
         let result = entry.hook.settled(&entry.label, &entry.request_id, committed, deadline).await;
         match result {
             Ok(()) => bump(&self.stats.hooks),
@@ -332,3 +335,135 @@ impl Staging {
 
 /// Longest a `settle` hook may run.
 const HOOK_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settle::MemoryStore;
+
+    /// A plugin's `settle` hook as staging sees it: records each call.
+    #[derive(Default)]
+    struct Recorder(parking_lot::Mutex<Vec<(String, bool)>>);
+
+    #[async_trait]
+    impl SettleHook for Recorder {
+        fn namespace(&self) -> &str {
+            "plugin"
+        }
+
+        async fn settled(
+            &self,
+            _label: &Arc<str>,
+            request_id: &Arc<str>,
+            committed: bool,
+            _deadline: std::time::Instant,
+        ) -> Result<(), String> {
+            self.0.lock().push((request_id.to_string(), committed));
+            Ok(())
+        }
+    }
+
+    struct Bench {
+        staging: Staging,
+        store: Arc<MemoryStore>,
+        recorder: Arc<Recorder>,
+        hook: Arc<dyn SettleHook>,
+    }
+
+    fn bench(config: SettleConfig) -> Bench {
+        let store = Arc::new(MemoryStore::new());
+        let recorder = Arc::new(Recorder::default());
+        let hook: Arc<dyn SettleHook> = recorder.clone();
+        Bench { staging: Staging::new(store.clone(), config), store, recorder, hook }
+    }
+
+    impl Bench {
+        fn keep(&self, transaction: &str, task: &str, deadline: Instant, ops: Vec<Op>) -> Result<(), String> {
+            let label: Arc<str> = Arc::from("n/plugin@1");
+            self.staging.keep(&Arc::from(transaction), &self.hook, &label, &Arc::from(task), deadline, ops)
+        }
+
+        async fn value(&self, key: &str) -> Option<Vec<u8>> {
+            self.store.get("plugin", key).await.expect("in-memory get")
+        }
+
+        fn count(&self, counter: fn(&SettleStats) -> &AtomicU64) -> u64 {
+            counter(self.staging.stats()).load(Ordering::Relaxed)
+        }
+    }
+
+    fn set(key: &str, value: &str) -> Op {
+        Op::Set(key.into(), value.as_bytes().to_vec())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_commit_applies_once_and_a_duplicate_changes_nothing() {
+        let b = bench(SettleConfig::default());
+        let deadline = Instant::now() + Duration::from_secs(1);
+        b.keep("tx", "task-1", deadline, vec![set("k", "v1")]).expect("kept");
+        b.keep("tx", "task-2", deadline, vec![set("j", "w")]).expect("kept");
+        assert_eq!(b.value("k").await, None, "nothing is applied before the decision");
+        b.staging.settle("tx", Decision::Commit).await;
+        assert_eq!(b.value("k").await.as_deref(), Some(&b"v1"[..]));
+        assert_eq!(b.value("j").await.as_deref(), Some(&b"w"[..]));
+        assert_eq!(b.count(|s| &s.committed), 2);
+        assert_eq!(*b.recorder.0.lock(), [("task-1".to_owned(), true), ("task-2".to_owned(), true)]);
+        // The same decision again, or the opposite one: counted, ignored.
+        b.staging.settle("tx", Decision::Abort).await;
+        assert_eq!(b.count(|s| &s.duplicates), 1);
+        assert_eq!(b.value("k").await.as_deref(), Some(&b"v1"[..]), "a late abort undoes nothing");
+        assert_eq!(b.recorder.0.lock().len(), 2, "hooks are called once");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_abort_drops_the_writes_and_tells_the_hook() {
+        let b = bench(SettleConfig::default());
+        b.keep("tx", "task", Instant::now() + Duration::from_secs(1), vec![set("k", "v")]).expect("kept");
+        b.staging.settle("tx", Decision::Abort).await;
+        assert_eq!(b.value("k").await, None);
+        assert_eq!(b.count(|s| &s.aborted), 1);
+        assert_eq!(*b.recorder.0.lock(), [("task".to_owned(), false)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn writes_expire_after_their_deadline_and_a_late_commit_is_not_applied() {
+        let config = SettleConfig { expiry: Duration::from_secs(30), ..SettleConfig::default() };
+        let b = bench(config);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        b.keep("tx", "task", deadline, vec![set("k", "v")]).expect("kept");
+        // Just before deadline + expiry: still kept.
+        tokio::time::advance(Duration::from_secs(31)).await;
+        b.staging.expire().await;
+        assert_eq!(b.count(|s| &s.expired), 0);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        b.staging.expire().await;
+        assert_eq!(b.count(|s| &s.expired), 1);
+        assert_eq!(*b.recorder.0.lock(), [("task".to_owned(), false)]);
+        b.staging.settle("tx", Decision::Commit).await;
+        assert_eq!(b.count(|s| &s.late_commits), 1);
+        assert_eq!(b.value("k").await, None, "expired writes are never applied");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn writes_staged_after_their_decision_expire_at_the_next_sweep() {
+        let b = bench(SettleConfig::default());
+        b.staging.settle("tx", Decision::Commit).await;
+        b.keep("tx", "straggler", Instant::now() + Duration::from_secs(60), vec![set("k", "v")]).expect("kept");
+        b.staging.expire().await;
+        assert_eq!(b.count(|s| &s.expired), 1);
+        assert_eq!(b.value("k").await, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_node_wide_limit_refuses_what_does_not_fit() {
+        let b = bench(SettleConfig { max_bytes: 10, ..SettleConfig::default() });
+        let deadline = Instant::now() + Duration::from_secs(1);
+        b.keep("a", "t1", deadline, vec![set("k", "1234")]).expect("5 bytes fit");
+        let err = b.keep("b", "t2", deadline, vec![set("k", "123456")]).expect_err("7 more do not");
+        assert!(err.contains("staging is full"), "{err}");
+        assert_eq!(b.count(|s| &s.failed), 1);
+        // Settling the first frees its bytes.
+        b.staging.settle("a", Decision::Abort).await;
+        b.keep("b", "t2", deadline, vec![set("k", "123456")]).expect("fits now");
+    }
+}
