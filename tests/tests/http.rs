@@ -79,6 +79,8 @@ async fn malformed_requests_get_a_4xx_with_a_json_error() -> anyhow::Result<()> 
         ("/v1/dispatch/echo?settle=sometimes", "unknown settle policy"),
         ("/v1/settle/r-1/maybe", "the decision must be commit or abort"),
         ("/v1/settle/a,b/commit", "invalid request id"),
+        // A newline would break the NATS header the decision travels in.
+        ("/v1/settle/a%0Ab/commit", "invalid request id"),
     ] {
         let (status, json) = api.post(path, b"x").await?;
         assert_eq!(status, 400, "{path}");

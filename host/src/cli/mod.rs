@@ -481,7 +481,11 @@ impl TaskArgs {
             },
         };
         let content_type = self.content_type.clone().unwrap_or_else(|| guess_content_type(&payload).to_owned());
-        anyhow::ensure!(self.timeout <= crate::dispatch::MAX_TIMEOUT, "--timeout may be at most 1h");
+        anyhow::ensure!(
+            self.timeout <= crate::dispatch::MAX_TIMEOUT,
+            "--timeout may be at most {}",
+            humantime::format_duration(crate::dispatch::MAX_TIMEOUT)
+        );
         Ok((
             topic,
             payload,
@@ -674,6 +678,17 @@ mod tests {
         assert_eq!(guess_content_type(br#"{"a": 1}"#), "application/json");
         assert_eq!(guess_content_type(b"hello"), "text/plain; charset=utf-8");
         assert_eq!(guess_content_type(&[0xff, 0x00]), "application/octet-stream");
+    }
+
+    #[test]
+    fn task_flags_default_to_the_dispatchers_defaults() {
+        let Cli { command: Command::Dispatch(args), .. } = Cli::parse_from(["anocast", "dispatch", "a.b"]) else {
+            panic!("not a dispatch")
+        };
+        let defaults = DispatchOptions::default();
+        assert_eq!(args.task.timeout, defaults.timeout);
+        assert_eq!(args.task.grace, defaults.grace);
+        assert_eq!(args.task.settle, defaults.settle);
     }
 
     #[test]

@@ -31,16 +31,13 @@ pub use outcome::{Outcome, Status};
 
 use crate::bus::Decision;
 use crate::bus::{Ancestor, Bus, Interest, Partial, Reply, Task};
-use crate::ledger::{Ledger, Registry};
+use crate::ledger::{LIST_TTL_MARGIN, Ledger, Registry};
 use crate::settle::SettlePolicy;
 use crate::topic::Topic;
 use crate::trust::{Security, SecurityStats};
 
 /// Longest deadline a dispatch may ask for.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
-
-/// How long a ledger list may outlive its deadline if a dispatcher vanishes.
-const LIST_TTL_MARGIN: Duration = Duration::from_secs(30);
 
 /// Per-dispatch settings.
 #[derive(Debug, Clone)]

@@ -52,6 +52,11 @@ pub(crate) const SCRIPTS: [(&str, &str); 8] = [
 
 pub use crate::error::{ErrorKind, LedgerError};
 
+/// How long an interest list outlives its task's deadline in the ledger,
+/// so that a dispatcher or node that vanishes leaves nothing for long (the
+/// dispatcher and the nodes both set TTLs from it).
+pub const LIST_TTL_MARGIN: Duration = Duration::from_secs(30);
+
 /// What a declaration came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Declaration {

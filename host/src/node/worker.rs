@@ -11,16 +11,13 @@ use futures::FutureExt;
 use super::services::TaskLink;
 use crate::bus::{Interest, Partial, Reply, ReplySink, Task, WorkerId};
 use crate::dispatch::Nesting;
-use crate::ledger::Ledger;
+use crate::ledger::{LIST_TTL_MARGIN, Ledger};
 use crate::runtime::{CallError, Op, Plugin, WitTask};
 use crate::settle::{SettleHook, Staging};
 use crate::trust::Security;
 
 /// How long an instance may outlive its dispatch's deadline.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(100);
-
-/// How long an interest list outlives its task's deadline in the ledger.
-const LIST_TTL: Duration = Duration::from_secs(30);
 
 /// What one plugin of a node has done since the node started.
 #[derive(Debug, Default, serde::Serialize)]
@@ -98,7 +95,7 @@ impl Version {
                 // many answers to expect.
                 let expected = task.expected_count(&self.worker.plugin);
                 let closed = if expected > 0 {
-                    let ttl = task.remaining() + LIST_TTL;
+                    let ttl = task.remaining() + LIST_TTL_MARGIN;
                     self.ledger.decline(&task.interest_key(), ttl, expected).await.unwrap_or_else(|err| {
                         tracing::warn!(%err, "could not count this answer in the ledger");
                         None
@@ -192,7 +189,7 @@ impl Version {
     /// the ledger failed); otherwise the list's entries when this answer
     /// closed the window.
     async fn declare_in_ledger(&self, task: &Task) -> Option<Option<Vec<String>>> {
-        let ttl = task.remaining() + LIST_TTL;
+        let ttl = task.remaining() + LIST_TTL_MARGIN;
         let entry = match &self.signer {
             None => self.label.to_string(),
             Some((security, worker)) => {
