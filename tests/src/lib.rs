@@ -3,6 +3,7 @@
 //! to run the `anocast` command.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use anocast::{DispatchOptions, Host, HostConfig, NestingConfig, RuntimeConfig};
 
@@ -100,6 +101,27 @@ pub fn options(grace_ms: u64, timeout_ms: u64) -> DispatchOptions {
         grace: std::time::Duration::from_millis(grace_ms),
         timeout: std::time::Duration::from_millis(timeout_ms),
         ..DispatchOptions::default()
+    }
+}
+
+/// Waits until `condition` holds, checking it at once and then again
+/// after short pauses (1 ms, doubling up to 20 ms); fails, naming `what`,
+/// when it still does not hold after `timeout`. An error from `condition`
+/// fails at once.
+pub async fn wait_until(
+    what: &str,
+    timeout: Duration,
+    mut condition: impl AsyncFnMut() -> anyhow::Result<bool>,
+) -> anyhow::Result<()> {
+    let until = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if condition().await? {
+            return Ok(());
+        }
+        anyhow::ensure!(Instant::now() < until, "timed out after {timeout:?} waiting until {what}");
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(20));
     }
 }
 

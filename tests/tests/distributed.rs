@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use anocast::{DispatchOptions, Status, Topic};
 use anocast_tests::servers::{Nats, Redis};
-use anocast_tests::{Child, PluginDir, guests, mesh_client, options, spawn_serve};
+use anocast_tests::{Child, PluginDir, guests, mesh_client, options, spawn_serve, wait_until};
 use anyhow::{Context, bail};
 use futures::StreamExt;
 use serde_json::Value;
@@ -56,14 +56,15 @@ impl Mesh {
 async fn converge(nodes: &[&Node], count: usize) -> anyhow::Result<()> {
     let until = Instant::now() + Duration::from_secs(10);
     for node in nodes {
-        loop {
-            let plugins: Value = reqwest::get(format!("{}/v1/plugins", node.url)).await?.json().await?;
-            if plugins["mesh"].as_array().map(Vec::len) == Some(count) {
-                break;
-            }
-            anyhow::ensure!(Instant::now() < until, "the mesh did not converge: {plugins}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let mut plugins = Value::Null;
+        let sees_all = async || {
+            plugins = reqwest::get(format!("{}/v1/plugins", node.url)).await?.json().await?;
+            Ok(plugins["mesh"].as_array().map(Vec::len) == Some(count))
+        };
+        let left = until.saturating_duration_since(Instant::now());
+        wait_until(&format!("{} sees {count} live nodes", node.url), left, sees_all)
+            .await
+            .with_context(|| format!("the mesh did not converge: {plugins}"))?;
     }
     Ok(())
 }
@@ -101,15 +102,14 @@ async fn settle_stats(url: &str) -> anyhow::Result<Value> {
 
 /// Waits until the node's settle counter `name` reaches `at_least`.
 async fn settle_count(url: &str, name: &str, at_least: u64) -> anyhow::Result<()> {
-    let until = Instant::now() + Duration::from_secs(10);
-    loop {
-        let stats = settle_stats(url).await?;
-        if stats[name].as_u64().is_some_and(|n| n >= at_least) {
-            return Ok(());
-        }
-        anyhow::ensure!(Instant::now() < until, "{name} never reached {at_least}: {stats}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let mut stats = Value::Null;
+    let reached = async || {
+        stats = settle_stats(url).await?;
+        Ok(stats[name].as_u64().is_some_and(|n| n >= at_least))
+    };
+    wait_until(&format!("{name} reaches {at_least}"), Duration::from_secs(10), reached)
+        .await
+        .with_context(|| format!("{name} never reached {at_least}: {stats}"))
 }
 
 /// A committed value as Redis holds it.
@@ -245,11 +245,8 @@ async fn a_node_killed_between_staging_and_commit_applies_nothing() -> anyhow::R
         let commands = b"k=from-a;stager-b:k=from-b;stager-b:sleep=1500".to_vec();
         dispatcher.dispatch(topic("stage.write"), commands, &options(3000, 30_000)).await
     });
-    let until = Instant::now() + Duration::from_secs(10);
-    while settle_stats(&a.url).await?["staged"] != 1 {
-        anyhow::ensure!(Instant::now() < until, "stager never staged");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until("stager staged", Duration::from_secs(10), async || Ok(settle_stats(&a.url).await?["staged"] == 1))
+        .await?;
     a.process.0.kill()?;
     let outcome = pending.await??;
     // Both replied ok, so the outcome commits; only b is there to apply.
@@ -369,15 +366,13 @@ async fn a_late_declaration_never_meets_a_premature_outcome() -> anyhow::Result<
     }
     // Late deciders may still be making up their minds: wait until every
     // task has been declared or refused.
-    let until = Instant::now() + Duration::from_secs(10);
-    let stats = loop {
+    let settled = async || {
         let stats = stats(&slow.url, "misbehave").await?;
-        let settled = stats["declared"].as_u64().unwrap_or(0) + stats["refused"].as_u64().unwrap_or(0);
-        if settled == DISPATCHES as u64 || Instant::now() > until {
-            break stats;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        Ok(stats["declared"].as_u64().unwrap_or(0) + stats["refused"].as_u64().unwrap_or(0) == DISPATCHES as u64)
     };
+    let waited = wait_until("every task was declared or refused", Duration::from_secs(10), settled).await;
+    let stats = stats(&slow.url, "misbehave").await?;
+    waited.with_context(|| format!("{stats}"))?;
     let declared = stats["declared"].as_u64().unwrap_or(u64::MAX);
     let refused = stats["refused"].as_u64().unwrap_or(u64::MAX);
     assert_eq!(declared + refused, DISPATCHES as u64, "{stats}");
@@ -398,11 +393,8 @@ async fn a_node_killed_mid_task_is_reported_missing_long_before_the_deadline() -
         dispatcher.dispatch(topic("misbehave.sleep"), b"60000".to_vec(), &options(3000, 30_000)).await
     });
     // Wait until the worker has declared, then kill its node without warning.
-    let until = Instant::now() + Duration::from_secs(10);
-    while stats(&b.url, "misbehave").await?["declared"] != 1 {
-        anyhow::ensure!(Instant::now() < until, "the worker never declared");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let declared = async || Ok(stats(&b.url, "misbehave").await?["declared"] == 1);
+    wait_until("the worker declared", Duration::from_secs(10), declared).await?;
     b.process.0.kill()?;
     let outcome = pending.await??;
     let elapsed = started.elapsed();
@@ -415,32 +407,32 @@ async fn a_node_killed_mid_task_is_reported_missing_long_before_the_deadline() -
 /// Dispatches `echo` until one completes, for at most `within`.
 async fn until_echo_answers(client: &anocast::Host, within: Duration) -> anyhow::Result<Duration> {
     let started = Instant::now();
-    loop {
+    let answers = async || {
         let outcome = client.dispatcher().dispatch(topic("echo"), b"back?".to_vec(), &options(500, 2000)).await;
-        if let Ok(outcome) = outcome
-            && outcome.status == Status::Complete
-        {
-            return Ok(started.elapsed());
-        }
-        anyhow::ensure!(started.elapsed() < within, "no dispatch succeeded within {within:?} after the restart");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        Ok(outcome.is_ok_and(|outcome| outcome.status == Status::Complete))
+    };
+    wait_until("a dispatch succeeded after the restart", within, answers).await?;
+    Ok(started.elapsed())
 }
 
-/// Starts a 1.5 s task with a `timeout_ms` deadline, runs `outage` 300 ms
-/// later, and returns the dispatch's outcome and how long it took.
+/// Starts a 1.5 s task with a `timeout_ms` deadline, runs `outage` once
+/// the worker on the node at `url` has declared (its task is under way),
+/// and returns the dispatch's outcome and how long it took.
 async fn in_flight_through(
     client: &anocast::Host,
+    url: &str,
     timeout_ms: u64,
     outage: impl FnOnce(),
 ) -> anyhow::Result<(anocast::Outcome, Duration)> {
+    let declared_before = stats(url, "misbehave").await?["declared"].as_u64().unwrap_or(0);
     let dispatcher = client.dispatcher().clone();
     let in_flight = tokio::spawn(async move {
         let started = Instant::now();
         let result = dispatcher.dispatch(topic("misbehave.sleep"), b"1500".to_vec(), &options(1000, timeout_ms)).await;
         (result, started.elapsed())
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let declared = async || Ok(stats(url, "misbehave").await?["declared"].as_u64().unwrap_or(0) > declared_before);
+    wait_until("the in-flight task's worker declared", Duration::from_secs(10), declared).await?;
     outage();
     let (result, elapsed) = in_flight.await?;
     Ok((result.context("the in-flight dispatch should end with an outcome")?, elapsed))
@@ -450,13 +442,13 @@ async fn in_flight_through(
 async fn nodes_ride_out_a_redis_restart() -> anyhow::Result<()> {
     let mut mesh = Mesh::start()?;
     let _a = mesh.node("a", &[guests::ECHO])?;
-    let _b = mesh.node("b", &[guests::MISBEHAVE])?;
+    let b = mesh.node("b", &[guests::MISBEHAVE])?;
     let client = mesh_client(&mesh.nats.url(), &mesh.redis.url()).await?;
     until_echo_answers(&client, Duration::from_secs(5)).await?;
 
     // A dispatch in flight when Redis goes away ends with a status by its
     // deadline.
-    let (outcome, elapsed) = in_flight_through(&client, 4000, || mesh.redis.stop()).await?;
+    let (outcome, elapsed) = in_flight_through(&client, &b.url, 4000, || mesh.redis.stop()).await?;
     assert!(matches!(outcome.status, Status::Complete | Status::TimedOut), "{}", outcome.to_json());
     assert!(elapsed < Duration::from_millis(5000), "took {elapsed:?}");
 
@@ -477,11 +469,11 @@ async fn nodes_ride_out_a_redis_restart() -> anyhow::Result<()> {
 async fn nodes_ride_out_a_nats_restart() -> anyhow::Result<()> {
     let mut mesh = Mesh::start()?;
     let _a = mesh.node("a", &[guests::ECHO])?;
-    let _b = mesh.node("b", &[guests::MISBEHAVE])?;
+    let b = mesh.node("b", &[guests::MISBEHAVE])?;
     let client = mesh_client(&mesh.nats.url(), &mesh.redis.url()).await?;
     until_echo_answers(&client, Duration::from_secs(5)).await?;
 
-    let (outcome, elapsed) = in_flight_through(&client, 3000, || mesh.nats.stop()).await?;
+    let (outcome, elapsed) = in_flight_through(&client, &b.url, 3000, || mesh.nats.stop()).await?;
     // The partial was lost with the server: the deadline ends the dispatch.
     assert_eq!(outcome.status, Status::TimedOut, "{}", outcome.to_json());
     assert_eq!(outcome.missing, ["b/misbehave@0.1.0"]);
@@ -653,10 +645,8 @@ async fn lists_forgotten_in_the_background_are_all_deleted_and_stay_closed() -> 
         let left: Vec<String> = redis::cmd("KEYS").arg("anocast:{b-*}:interest").query_async(conn).await?;
         Ok(left.len())
     };
-    let until = Instant::now() + Duration::from_secs(10);
-    while lists(&mut conn).await? > 0 && Instant::now() < until {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let forgotten = async || Ok(lists(&mut conn).await? == 0);
+    wait_until("every list forgotten in the background is gone", Duration::from_secs(10), forgotten).await?;
     assert_eq!(lists(&mut conn).await?, 0, "every list forgotten in the background is gone");
     let markers: Vec<String> = redis::cmd("KEYS").arg("anocast:{b-*}:closed").query_async(&mut conn).await?;
     assert_eq!(markers.len(), many.len(), "their closed markers stay");
@@ -674,7 +664,6 @@ async fn a_node_reloads_its_plugins_and_the_mesh_follows() -> anyhow::Result<()>
         anyhow::ensure!(outcome.status == Status::Complete, "{}", outcome.to_json());
         Ok(outcome.partials.iter().map(|p| p.worker.to_string()).collect())
     };
-    let until = |seconds| Instant::now() + Duration::from_secs(seconds);
     assert_eq!(answered("swap").await?, ["a/swap@1.0.0"]);
     let listener = async_nats::connect(mesh.nats.url()).await?;
     let mut events = listener.subscribe("anocast.lifecycle.a").await?;
@@ -685,29 +674,21 @@ async fn a_node_reloads_its_plugins_and_the_mesh_follows() -> anyhow::Result<()>
     let aside = a.dir.path().join(".swap.part");
     std::fs::copy(guests::SWAP_V2, &aside)?;
     std::fs::rename(&aside, &file)?;
-    let deadline = until(15);
-    while answered("swap").await? != ["a/swap@2.0.0"] {
-        anyhow::ensure!(Instant::now() < deadline, "the new version never served");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let new_version = async || Ok(answered("swap").await? == ["a/swap@2.0.0"]);
+    wait_until("the new version serves", Duration::from_secs(15), new_version).await?;
     // The registry carries the new version to the other dispatchers.
-    let deadline = until(10);
-    loop {
+    let seen = async || {
         let nodes = client.mesh_nodes();
-        if nodes.iter().any(|n| n.id == "a" && n.plugins.iter().any(|p| p.name == "swap" && p.version == "2.0.0")) {
-            break;
-        }
-        anyhow::ensure!(Instant::now() < deadline, "the mesh never saw swap 2.0.0: {nodes:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        Ok(nodes.iter().any(|n| n.id == "a" && n.plugins.iter().any(|p| p.name == "swap" && p.version == "2.0.0")))
+    };
+    wait_until("the mesh sees swap 2.0.0", Duration::from_secs(10), seen)
+        .await
+        .with_context(|| format!("the mesh never saw swap 2.0.0: {:?}", client.mesh_nodes()))?;
 
     // A plugin dropped in joins the mesh's fan-outs.
     std::fs::copy(guests::ECHO, a.dir.path().join("echo.wasm"))?;
-    let deadline = until(15);
-    while answered("echo").await.ok() != Some(vec!["a/echo@1.0.0".to_owned()]) {
-        anyhow::ensure!(Instant::now() < deadline, "the dropped-in plugin never answered");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let dropped_in = async || Ok(answered("echo").await.ok() == Some(vec!["a/echo@1.0.0".to_owned()]));
+    wait_until("the dropped-in plugin answers", Duration::from_secs(15), dropped_in).await?;
     // The node announced both changes.
     let mut seen = Vec::new();
     while !(seen.contains(&("reloaded".to_owned(), "swap@2.0.0".to_owned()))

@@ -1,9 +1,10 @@
 //! Dispatcher semantics in embedded mode, against real components.
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anocast::{RuntimeConfig, Status, Topic};
-use anocast_tests::{PluginDir, guests, options, start_host};
+use anocast_tests::{PluginDir, guests, options, start_host, wait_until};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
@@ -137,8 +138,10 @@ async fn an_infinite_loop_is_stopped_and_the_node_keeps_serving() -> anyhow::Res
     let host = start_host(&dir, runtime).await?;
     let started = Instant::now();
     let (spin, ok) = tokio::join!(error_of(&host, "spin"), async {
-        // While one guest spins, others are served on the same executor.
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // While one guest spins (it declared, so its `handle` runs), others
+        // are served on the same executor.
+        let spinning = async || Ok(host.stats("misbehave").is_some_and(|s| s.declared.load(Ordering::Relaxed) >= 1));
+        wait_until("the spinning guest declared", Duration::from_secs(3), spinning).await?;
         let t = Instant::now();
         still_serves(&host).await.map(|()| t.elapsed())
     });

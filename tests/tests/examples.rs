@@ -4,11 +4,11 @@
 //! `fraud-check`).
 
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anocast::Decision;
 use anocast::{Host, Outcome, RuntimeConfig, Status, Topic};
-use anocast_tests::{PluginDir, guests, options, payload_of, start_host};
+use anocast_tests::{PluginDir, guests, options, payload_of, start_host, wait_until};
 use serde_json::{Value, json};
 
 async fn send(host: &Host, topic: &str, payload: Value) -> anyhow::Result<(Outcome, Value)> {
@@ -21,12 +21,8 @@ async fn send(host: &Host, topic: &str, payload: Value) -> anyhow::Result<(Outco
 /// Waits until the node has settled `count` tasks' writes in all.
 async fn settled(host: &Host, count: u64) -> anyhow::Result<()> {
     let stats = host.staging().stats();
-    let until = Instant::now() + Duration::from_secs(5);
-    while stats.committed.load(Ordering::Relaxed) + stats.aborted.load(Ordering::Relaxed) < count {
-        anyhow::ensure!(Instant::now() < until, "writes not settled");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    Ok(())
+    let settled = async || Ok(stats.committed.load(Ordering::Relaxed) + stats.aborted.load(Ordering::Relaxed) >= count);
+    wait_until(&format!("{count} tasks' writes are settled"), Duration::from_secs(5), settled).await
 }
 
 #[tokio::test]
@@ -56,11 +52,8 @@ async fn a_form_submission_is_saved_only_if_every_worker_succeeds() -> anyhow::R
     assert_eq!(payload_of(&json, "profile"), &Value::Null, "{json}");
     assert_eq!(payload_of(&json, "newsletter")["subscribed"], false, "{json}");
     let hooks = &host.staging().stats().hooks;
-    let until = Instant::now() + Duration::from_secs(5);
-    while hooks.load(Ordering::Relaxed) < 3 {
-        anyhow::ensure!(Instant::now() < until, "each worker that staged hears how it ended");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let heard = async || Ok(hooks.load(Ordering::Relaxed) >= 3);
+    wait_until("each worker that staged hears how it ended", Duration::from_secs(5), heard).await?;
     Ok(())
 }
 

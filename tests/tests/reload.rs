@@ -5,10 +5,11 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anocast::{Host, Outcome, RuntimeConfig, Status, Topic};
-use anocast_tests::{PluginDir, guests, options, start_host};
+use anocast_tests::{PluginDir, guests, options, start_host, wait_until};
+use anyhow::Context;
 
 /// Puts `guest` at `dir/name` the way editors and build tools do: written
 /// aside, then renamed into place.
@@ -41,11 +42,8 @@ async fn under_way(host: &Arc<Host>, ms: u64) -> anyhow::Result<tokio::task::Joi
         let host = host.clone();
         tokio::spawn(async move { dispatch(&host, &ms.to_string()).await })
     };
-    let until = Instant::now() + Duration::from_secs(5);
-    while !host.plugin_versions().iter().any(|v| v.in_flight == 1) {
-        anyhow::ensure!(Instant::now() < until, "the slow task never started");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let started = async || Ok(host.plugin_versions().iter().any(|v| v.in_flight == 1));
+    wait_until("the slow task started", Duration::from_secs(5), started).await?;
     Ok(slow)
 }
 
@@ -230,14 +228,10 @@ async fn the_watcher_applies_changes_and_never_serves_a_half_written_file() -> a
 }
 
 async fn wait_for_version(host: &Host, version: &str) -> anyhow::Result<()> {
-    let until = Instant::now() + Duration::from_secs(10);
-    loop {
-        if answered_by(&dispatch(host, "").await?)? == version {
-            return Ok(());
-        }
-        anyhow::ensure!(Instant::now() < until, "version {version} never served: {:?}", host.plugins());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let serves = async || Ok(answered_by(&dispatch(host, "").await?)? == version);
+    wait_until(&format!("version {version} serves"), Duration::from_secs(10), serves)
+        .await
+        .with_context(|| format!("version {version} never served: {:?}", host.plugins()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

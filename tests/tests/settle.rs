@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use anocast::Decision;
 use anocast::settle::{SettleConfig, SettlePolicy};
 use anocast::{DispatchOptions, Host, HostConfig, Outcome, RuntimeConfig, Status, Topic};
-use anocast_tests::{PluginDir, guests};
+use anocast_tests::{PluginDir, guests, wait_until};
+use anyhow::Context;
 
 fn topic(t: &str) -> Topic {
     Topic::parse(t).expect("valid topic")
@@ -51,12 +52,11 @@ async fn read_by_plugin(host: &Host, key: &str) -> anyhow::Result<String> {
 /// Waits until `counter` reaches `at_least` (decisions are applied in the
 /// background, right after the outcome).
 async fn reaches(counter: &AtomicU64, at_least: u64) -> anyhow::Result<()> {
-    let until = Instant::now() + Duration::from_secs(5);
-    while counter.load(Ordering::Relaxed) < at_least {
-        anyhow::ensure!(Instant::now() < until, "stuck at {} (< {at_least})", counter.load(Ordering::Relaxed));
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    Ok(())
+    wait_until(&format!("the counter reaches {at_least}"), Duration::from_secs(5), async || {
+        Ok(counter.load(Ordering::Relaxed) >= at_least)
+    })
+    .await
+    .with_context(|| format!("stuck at {} (< {at_least})", counter.load(Ordering::Relaxed)))
 }
 
 #[tokio::test]
@@ -141,11 +141,8 @@ async fn unsettled_writes_expire_and_a_late_commit_is_reported_not_applied() -> 
     let stats = host.staging().stats();
     reaches(&stats.staged, 1).await?;
     // The commit is lost: nothing is applied, and the writes expire.
-    let until = Instant::now() + Duration::from_secs(10);
-    while stats.expired.load(Ordering::Relaxed) < 1 {
-        anyhow::ensure!(Instant::now() < until, "the writes never expired");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let expired = async || Ok(stats.expired.load(Ordering::Relaxed) >= 1);
+    wait_until("the writes expire", Duration::from_secs(10), expired).await?;
     assert!(
         started.elapsed() >= Duration::from_millis(5200),
         "expired before deadline + expiry: {:?}",

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anocast::anocast_wire::{Envelope, NodeKey, Worker};
 use anocast::{DispatchOptions, Host, Status, Topic};
 use anocast_tests::servers::{Nats, Redis};
-use anocast_tests::{Child, PluginDir, guests, mesh_client_with, spawn_serve};
+use anocast_tests::{Child, PluginDir, guests, mesh_client_with, spawn_serve, wait_until};
 use anyhow::Context;
 use futures::StreamExt;
 
@@ -49,12 +49,8 @@ async fn client(nats: &Nats, redis: &Redis, trusted: &[&Node]) -> anyhow::Result
 }
 
 async fn converge(host: &Host, count: usize) -> anyhow::Result<()> {
-    let until = Instant::now() + Duration::from_secs(10);
-    while host.mesh_nodes().len() != count {
-        anyhow::ensure!(Instant::now() < until, "the mesh did not converge");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Ok(())
+    let converged = async || Ok(host.mesh_nodes().len() == count);
+    wait_until(&format!("the mesh converged to {count} nodes"), Duration::from_secs(10), converged).await
 }
 
 fn options(grace_ms: u64, timeout_ms: u64) -> DispatchOptions {
