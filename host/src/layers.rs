@@ -19,7 +19,6 @@ const LAYERS: &[&[&str]] = &[
     &["config"],
     &["host"],
     &["gateway"],
-    &["cli"],
 ];
 
 /// Modules that are not part of the map: checks that exist only in tests.

@@ -20,7 +20,6 @@
 //! - [`dispatch`]: the dispatcher: broadcast, grace, gather, deadline, join;
 //! - [`node`]: the worker side: receive, ask interest, declare, run, reply;
 //! - [`gateway`]: the HTTP API;
-//! - [`cli`]: the `anocast` command;
 //! - [`settle`]: tentative side effects, commit and abort, expiry;
 //! - [`topic`]: topic names and NATS-style patterns;
 //! - [`trust`]: node keys, trusted keys and what was rejected (distributed
@@ -42,7 +41,6 @@
 //! ```
 
 pub mod bus;
-pub mod cli;
 mod config;
 pub mod dispatch;
 pub mod error;

@@ -243,7 +243,7 @@ fn relative(path: &Path) -> String {
 /// Builds the `anocast` binary (dev profile, shared with the tests); returns its path.
 fn anocast_binary() -> anyhow::Result<PathBuf> {
     step("building anocast");
-    run(cargo().args(["build", "-p", "anocast-host", "--bin", "anocast"]), "building anocast")?;
+    run(cargo().args(["build", "-p", "anocast-cli", "--bin", "anocast"]), "building anocast")?;
     Ok(root().join("target").join("debug").join(format!("anocast{}", std::env::consts::EXE_SUFFIX)))
 }
 

@@ -33,8 +33,9 @@ use super::imports::TaskState;
 use super::instance::Exports;
 
 /// Name of the custom section by which a component declares itself
-/// stateless.
-pub use anocast_build::stateless::SECTION as STATELESS_SECTION;
+/// stateless (`anocast-build` writes it; a test of the tests crate holds
+/// the two names equal).
+pub const STATELESS_SECTION: &str = "anocast:stateless";
 
 /// Tasks one warm instance serves before it is retired.
 pub const MAX_USES: u32 = 10_000;

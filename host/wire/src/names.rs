@@ -155,18 +155,18 @@ mod tests {
         }
         assert!(check_pattern("a.>.b").is_err());
         assert!(check_topic(&"a".repeat(257)).is_err());
-        assert_eq!(check_topic("a..b").unwrap_err().kind, NameKind::Topic);
+        assert_eq!(check_topic("a..b").expect_err("a..b").kind, NameKind::Topic);
     }
 
     #[test]
     fn request_ids_refuse_what_breaks_a_header() {
         assert!(check_request_id("01a2057f-e227-77ed-8f33-a683b70b0af7").is_ok());
         for bad in ["", "a\nb", "a\rb", "a b", "a,b", "é", &"x".repeat(129)] {
-            let err = check_request_id(bad).unwrap_err();
+            let err = check_request_id(bad).expect_err(bad);
             assert_eq!(err.kind, NameKind::RequestId, "{bad:?}");
         }
         assert_eq!(
-            check_request_id("a\nb").unwrap_err().to_string(),
+            check_request_id("a\nb").expect_err("newline").to_string(),
             r#"invalid request id "a\nb": it may hold only printable ASCII other than space and ','"#
         );
     }

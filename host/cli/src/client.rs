@@ -7,9 +7,9 @@ use anyhow::{Context, bail};
 use reqwest::Url;
 use serde_json::Value;
 
-use crate::Topic;
-use crate::bus::Decision;
-use crate::dispatch::DispatchOptions;
+use anocast::Decision;
+use anocast::DispatchOptions;
+use anocast::Topic;
 
 /// A running node's HTTP API.
 pub struct Client {

@@ -89,7 +89,9 @@ impl FileConfig {
     /// A duration key, parsed.
     pub fn duration(&self, key: &str, value: Option<&str>) -> anyhow::Result<Option<Duration>> {
         value
-            .map(|v| super::parse_duration(v).map_err(|e| anyhow::anyhow!("config file: invalid {key} {v:?}: {e}")))
+            .map(|v| {
+                crate::args::parse_duration(v).map_err(|e| anyhow::anyhow!("config file: invalid {key} {v:?}: {e}"))
+            })
             .transpose()
     }
 }

@@ -1,0 +1,323 @@
+//! The command line: clap's definitions of every command and flag, and
+//! what the flags of a task resolve to.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anocast::Topic;
+use anocast::dispatch::{DispatchOptions, MAX_TIMEOUT};
+use anocast::settle::SettlePolicy;
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+const AFTER_HELP: &str = "\
+Exit status: 0 success (for a dispatch: it completed), 1 error, 2 bad usage,
+3 the dispatch ended no_interest, 4 it ended timed_out, 5 it ended incomplete
+(a declared worker's node died).
+
+Environment: ANOCAST_LOG (or RUST_LOG) sets the log filter, e.g. `debug` or
+`anocast=debug`; logs go to stderr.";
+
+/// anocast: a WebAssembly plugin host for event-driven service composition.
+///
+/// Workers are WebAssembly components in a plugins folder. A task is broadcast
+/// to every plugin whose topic patterns match; each decides from the payload
+/// whether it is interested, declares itself, and replies; the replies are
+/// joined into one outcome.
+#[derive(Debug, Parser)]
+#[command(name = "anocast", version, after_help = AFTER_HELP, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run a node: load the plugins folder and serve the HTTP API.
+    Serve(ServeArgs),
+    /// Dispatch a task through a running node and print the outcome JSON.
+    Dispatch(DispatchArgs),
+    /// Load a plugins folder, dispatch one task in-process, print the outcome
+    /// JSON and exit (no server needed).
+    Run(RunArgs),
+    /// List or check plugins.
+    #[command(subcommand)]
+    Plugins(PluginsCommand),
+    /// Commit or abort the writes the workers of a dispatch staged (for a
+    /// dispatch made with --settle manual), through a running node.
+    Settle(SettleArgs),
+    /// Make a node signing key: writes FILE (PKCS#8 PEM, owner-only) and
+    /// FILE.pub, and prints the public key, to list in other nodes' --trust.
+    Keygen(KeygenArgs),
+    /// Create a plugin folder (Rust, Python, JavaScript or C) that builds
+    /// and answers `NAME.hello` as it is.
+    New(crate::commands::author::NewArgs),
+    /// Build a plugin folder, whatever its language, into `NAME.wasm`.
+    Build(crate::commands::author::BuildArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SettleArgs {
+    /// The dispatch's request id (the outcome's `request_id`).
+    pub(crate) request_id: String,
+    /// `commit` applies the staged writes on every node; `abort` drops them.
+    #[arg(value_parser = ["commit", "abort"])]
+    pub(crate) decision: String,
+    #[command(flatten)]
+    pub(crate) node: NodeUrl,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct KeygenArgs {
+    /// Where to write the private key [default: node.key].
+    #[arg(long, short, value_name = "FILE", default_value = "node.key")]
+    pub(crate) out: PathBuf,
+    /// The node id the public key line names, binding the key to that node
+    /// in trust files.
+    #[arg(long, value_name = "ID")]
+    pub(crate) node_id: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum PluginsCommand {
+    /// List the plugins of a running node, and the files that failed to load.
+    List {
+        #[command(flatten)]
+        node: NodeUrl,
+        /// Print the node's JSON answer instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Also list the plugins of every live node of the node's mesh
+        /// (distributed mode), as the mesh's registry says.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Load one component and print its name, version and topics; fails with
+    /// the reason when the file is not a worker plugin.
+    Check {
+        /// The `.wasm` file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// A TOML file with any of: plugins, http, node_id, nats, redis,
+    /// liveness, key, data_dir, trust (a list), trust_mesh, memory_limit_mib,
+    /// call_timeout, max_instances, warm_instances, max_depth, nested_margin, stage_expiry,
+    /// store_retention. Flags and ANOCAST_* variables override it.
+    #[arg(long, env = "ANOCAST_CONFIG", value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+    /// The plugins folder: every `.wasm` in it is loaded.
+    #[arg(long, env = "ANOCAST_PLUGINS", value_name = "DIR")]
+    pub(crate) plugins: Option<PathBuf>,
+    /// Address of the HTTP API [default: 127.0.0.1:7700].
+    #[arg(long, env = "ANOCAST_HTTP", value_name = "ADDR")]
+    pub(crate) http: Option<SocketAddr>,
+    /// This node's id, as it appears in worker names [default: host name].
+    #[arg(long, env = "ANOCAST_NODE_ID", value_name = "ID")]
+    pub(crate) node_id: Option<String>,
+    /// Do not watch the plugins folder. By default adding,
+    /// replacing, renaming or removing a .wasm there takes effect at once,
+    /// without losing a dispatch; a broken file never replaces a working
+    /// version.
+    #[arg(long, env = "ANOCAST_NO_WATCH")]
+    pub(crate) no_watch: bool,
+    /// How long a changed file must be quiet before it is loaded.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "50ms")]
+    pub(crate) reload_debounce: Duration,
+    #[command(flatten)]
+    pub(crate) mesh: MeshArgs,
+    #[command(flatten)]
+    pub(crate) limits: LimitArgs,
+}
+
+/// Distributed mode: both servers, or neither (embedded mode).
+#[derive(Debug, Args)]
+pub(crate) struct MeshArgs {
+    /// Join a mesh over this NATS server (distributed mode; needs --redis).
+    #[arg(long, env = "ANOCAST_NATS", value_name = "URL")]
+    pub(crate) nats: Option<String>,
+    /// The mesh's Redis, holding interest lists and node registrations
+    /// (needs --nats).
+    #[arg(long, env = "ANOCAST_REDIS", value_name = "URL")]
+    pub(crate) redis: Option<String>,
+    /// How long a node's registration lives without a heartbeat: a worker
+    /// whose node died is reported missing about this long after [default: 3s].
+    #[arg(long, env = "ANOCAST_LIVENESS", value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) liveness: Option<Duration>,
+    /// This node's private signing key (PKCS#8 PEM, owner-only)
+    /// [default: node.key in the data folder, made on first start].
+    #[arg(long, env = "ANOCAST_KEY", value_name = "FILE")]
+    pub(crate) key: Option<PathBuf>,
+    /// The node's data folder: its compiled-code cache and (distributed
+    /// mode) its key [default: $XDG_DATA_HOME/anocast/<node-id> or
+    /// ~/.local/share/anocast/<node-id>].
+    #[arg(long, env = "ANOCAST_DATA_DIR", value_name = "DIR")]
+    pub(crate) data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) trust: TrustArgs,
+}
+
+/// Whose replies a dispatcher accepts in distributed mode.
+#[derive(Debug, Args)]
+pub(crate) struct TrustArgs {
+    /// Trusted public keys: a file, or a folder of files, of lines
+    /// `ed25519:<hex> [node-id]` (repeatable). Distributed mode needs this or
+    /// --trust-mesh.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) trust: Vec<PathBuf>,
+    /// Development only: trust every node registered in this mesh's Redis.
+    #[arg(long, env = "ANOCAST_TRUST_MESH")]
+    pub(crate) trust_mesh: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// The plugins folder: every `.wasm` in it is loaded.
+    #[arg(long, env = "ANOCAST_PLUGINS", value_name = "DIR")]
+    pub(crate) plugins: PathBuf,
+    /// Where compiled code is cached (in DIR/cache), so that the next run
+    /// does not compile the same components again [default:
+    /// $XDG_DATA_HOME/anocast/local or ~/.local/share/anocast/local].
+    #[arg(long, env = "ANOCAST_DATA_DIR", value_name = "DIR")]
+    pub(crate) data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) task: TaskArgs,
+    #[command(flatten)]
+    pub(crate) limits: LimitArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DispatchArgs {
+    #[command(flatten)]
+    pub(crate) task: TaskArgs,
+    #[command(flatten)]
+    pub(crate) node: NodeUrl,
+    /// Dispatch straight into a mesh as a plugin-less client, instead of
+    /// through a node's HTTP API (needs --redis).
+    #[arg(long, env = "ANOCAST_NATS", value_name = "URL", requires = "redis")]
+    pub(crate) nats: Option<String>,
+    /// The mesh's Redis (with --nats).
+    #[arg(long, env = "ANOCAST_REDIS", value_name = "URL", requires = "nats")]
+    pub(crate) redis: Option<String>,
+    #[command(flatten)]
+    pub(crate) trust: TrustArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct NodeUrl {
+    /// URL of a running node's HTTP API.
+    #[arg(long, env = "ANOCAST_URL", value_name = "URL", default_value = "http://127.0.0.1:7700")]
+    pub(crate) url: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TaskArgs {
+    /// The task's topic, e.g. `orders.created`.
+    pub(crate) topic: String,
+    /// The payload: literal text, `@FILE` to read a file, or `-` for stdin.
+    /// Empty when left out.
+    pub(crate) payload: Option<String>,
+    /// Overall deadline: past it the outcome is `timed_out`.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub(crate) timeout: Duration,
+    /// Interest window: nobody declared by then means `no_interest`.
+    #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = parse_duration)]
+    pub(crate) grace: Duration,
+    /// MIME type of the payload (default: application/json when it parses as
+    /// JSON, text/plain for other text, application/octet-stream otherwise).
+    #[arg(long, value_name = "TYPE")]
+    pub(crate) content_type: Option<String>,
+    /// What to do with the writes the workers staged, once the outcome is
+    /// known: all-ok (commit when every partial is ok, else abort), commit,
+    /// abort, or manual (leave them for `anocast settle`, or to expire).
+    #[arg(long, value_name = "POLICY", default_value = "all-ok", value_parser = SettlePolicy::parse)]
+    pub(crate) settle: SettlePolicy,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct LimitArgs {
+    /// Memory limit of one plugin instance, in MiB [default: 64].
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub(crate) memory_limit: Option<u64>,
+    /// Longest a single call into a plugin may run [default: 10s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) call_timeout: Option<Duration>,
+    /// Plugin instances alive at once; tasks beyond wait for a slot [default: 1000].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub(crate) max_instances: Option<u32>,
+    /// Idle warm instances kept for each plugin that declares itself
+    /// stateless, so that its next tasks skip instantiation; 0 gives every
+    /// task a fresh instance. Under load, set it near the number of tasks
+    /// of one plugin the node runs at once [default: 4].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=1000))]
+    pub(crate) warm_instances: Option<u32>,
+    /// Deepest sub-task a worker may dispatch (a task from outside is at
+    /// depth 0); deeper ones are refused at once [default: 8].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=64))]
+    pub(crate) max_depth: Option<u32>,
+    /// How much sooner than its parent's a sub-task's deadline falls, to
+    /// leave the parent time to reply [default: 50ms].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) nested_margin: Option<Duration>,
+    /// How long writes a worker staged wait for their commit or abort after
+    /// their task's deadline, before they are dropped [default: 30s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) stage_expiry: Option<Duration>,
+    /// Distributed mode: how long a committed value stays in Redis after
+    /// its last write [default: 7days].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) store_retention: Option<Duration>,
+}
+
+impl TaskArgs {
+    /// Validates the topic, reads the payload and builds the options.
+    pub(crate) fn resolve(&self) -> anyhow::Result<(Topic, Vec<u8>, DispatchOptions)> {
+        let topic = Topic::parse(&self.topic)?;
+        let payload = match self.payload.as_deref() {
+            None => Vec::new(),
+            Some("-") => {
+                let mut bytes = Vec::new();
+                std::io::stdin().read_to_end(&mut bytes).context("cannot read the payload from stdin")?;
+                bytes
+            }
+            Some(arg) => match arg.strip_prefix('@') {
+                Some(file) => std::fs::read(file).with_context(|| format!("cannot read payload file {file}"))?,
+                None => arg.as_bytes().to_vec(),
+            },
+        };
+        let content_type = self.content_type.clone().unwrap_or_else(|| guess_content_type(&payload).to_owned());
+        anyhow::ensure!(
+            self.timeout <= MAX_TIMEOUT,
+            "--timeout may be at most {}",
+            humantime::format_duration(MAX_TIMEOUT)
+        );
+        Ok((
+            topic,
+            payload,
+            DispatchOptions { grace: self.grace, timeout: self.timeout, content_type, settle: self.settle },
+        ))
+    }
+}
+
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+    let duration =
+        humantime::parse_duration(text).map_err(|e| format!("{e}; expected a duration such as 500ms, 2s or 1m"))?;
+    if duration.is_zero() {
+        return Err("must be more than zero".into());
+    }
+    Ok(duration)
+}
+
+pub(crate) fn guess_content_type(payload: &[u8]) -> &'static str {
+    if !payload.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(payload).is_ok() {
+        "application/json"
+    } else if std::str::from_utf8(payload).is_ok() {
+        "text/plain; charset=utf-8"
+    } else {
+        "application/octet-stream"
+    }
+}
