@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anocast::{DispatchOptions, Host, HostConfig, NestingConfig, RuntimeConfig};
 
-/// The allocator the `anocast` binary uses (`host/src/main.rs`), so that
+/// The allocator the `anocast` binary uses (`host/cli/src/main.rs`), so that
 /// the benchmarks and tests run the host as it ships.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -200,4 +200,13 @@ pub async fn mesh_client_with(
         settle: Default::default(),
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    /// The runtime reads the stateless declaration `anocast-build` writes.
+    #[test]
+    fn the_host_and_the_build_name_the_same_stateless_section() {
+        assert_eq!(anocast::runtime::STATELESS_SECTION, anocast_build::stateless::SECTION);
+    }
 }
