@@ -163,7 +163,7 @@ impl Host {
 
     /// Brings the served plugins in step with the plugins folder: loads new
     /// and changed files, swaps in new versions, unloads plugins whose file
-    /// is gone (see [`plugins`]). Tasks under way finish on the version they
+    /// is gone. Tasks under way finish on the version they
     /// started with. Does nothing for a plugin-less host.
     pub async fn reload(&self) -> anyhow::Result<()> {
         let Some(dir) = &self.plugins_dir else { return Ok(()) };

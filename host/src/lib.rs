@@ -11,19 +11,28 @@
 //!
 //! # Layout
 //!
-//! - [`runtime`]: wasmtime engine, limits, loading components, a fresh store
-//!   per task;
-//! - [`plugins`]: the plugins folder;
-//! - [`bus`]: trait [`Bus`](bus::Bus) and the in-process bus;
-//! - [`ledger`]: trait [`Ledger`](ledger::Ledger) (interest lists) and the
-//!   in-memory ledger;
+//! The modules stand in layers, each using only lower ones (a unit test
+//! holds them to it; docs/architecture.md draws the map). Public:
+//!
+//! - [`runtime`]: wasmtime engine, limits, loading components, one instance
+//!   per task, and the [`TaskServices`](runtime::TaskServices) its imports
+//!   reach;
+//! - [`ledger`]: trait [`Ledger`](ledger::Ledger) (interest lists), the
+//!   in-memory and Redis ledgers, the registry of live nodes;
 //! - [`dispatch`]: the dispatcher: broadcast, grace, gather, deadline, join;
-//! - [`node`]: the worker side: receive, ask interest, declare, run, reply;
+//! - [`settle`]: tentative side effects: policy, staging, the store;
 //! - [`gateway`]: the HTTP API;
-//! - [`settle`]: tentative side effects, commit and abort, expiry;
-//! - [`topic`]: topic names and NATS-style patterns;
+//! - [`topic`], [`names`]: topic names and patterns, and the one set of
+//!   rules for every name;
+//! - [`error`]: the error kinds of the bus, ledger and store;
 //! - [`trust`]: node keys, trusted keys and what was rejected (distributed
-//!   mode; the signed formats are in the `anocast-wire` crate).
+//!   mode; the signed formats are in the `anocast-wire` crate);
+//! - [`Host`], [`HostConfig`], [`MeshConfig`]: starting a host.
+//!
+//! Internal: `bus` (the in-process and NATS buses), `node` (the worker
+//! side: receive, ask interest, declare, run, reply; plugin versions) and
+//! `plugins` (the plugins folder and its watch); what callers need of them
+//! is re-exported here.
 //!
 //! # Example
 //!
@@ -40,7 +49,7 @@
 //! # Ok(()) }
 //! ```
 
-pub mod bus;
+pub(crate) mod bus;
 mod config;
 pub mod dispatch;
 pub mod error;
@@ -49,8 +58,8 @@ mod host;
 #[cfg(test)]
 mod layers;
 pub mod ledger;
-pub mod node;
-pub mod plugins;
+pub(crate) mod node;
+pub(crate) mod plugins;
 #[cfg(test)]
 mod protocol_doc;
 pub mod runtime;
@@ -62,9 +71,12 @@ pub use anocast_wire;
 
 pub use anocast_wire::names;
 pub use bus::Decision;
+pub use bus::{Partial, WorkerId};
 pub use config::{HostConfig, MeshConfig, default_node_id};
 pub use dispatch::{DispatchOptions, Dispatcher, NestingConfig, Outcome, Status};
 pub use host::{Host, PluginWatch};
-pub use plugins::PluginSet;
+pub use node::{VersionState, WorkerStats};
+pub use plugins::watch::DEFAULT_DEBOUNCE;
+pub use plugins::{LoadedPlugin, PluginDirError, PluginFailure, PluginSet};
 pub use runtime::{Runtime, RuntimeConfig};
 pub use topic::{Pattern, Topic};

@@ -13,7 +13,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anocast::plugins::watch::DEFAULT_DEBOUNCE;
+use anocast::DEFAULT_DEBOUNCE;
 use anocast::{DispatchOptions, Host, HostConfig, Runtime, RuntimeConfig, Topic};
 use anocast_tests::bench::{self, Stats, row, verdict};
 use anocast_tests::{ECHOES, PluginDir, guests};

@@ -16,7 +16,7 @@
 mod local;
 mod message;
 mod nats;
-pub mod wire;
+pub(crate) mod wire;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -175,11 +175,6 @@ impl NatsBus {
         });
         Ok(NatsBus { client, inboxes, security })
     }
-
-    /// The underlying client.
-    pub fn client(&self) -> &Client {
-        &self.client
-    }
 }
 
 /// Opens the envelopes of `messages`, keeps those a trusted key signed for

@@ -91,20 +91,20 @@ pub struct Dispatcher {
 
 impl Dispatcher {
     /// A dispatcher over `bus` and `ledger`.
-    pub fn new(bus: Arc<dyn Bus>, ledger: Arc<dyn Ledger>) -> Self {
+    pub(crate) fn new(bus: Arc<dyn Bus>, ledger: Arc<dyn Ledger>) -> Self {
         Dispatcher { bus, ledger, registry: None, security: None }
     }
 
     /// Waits only for interest list entries that a key trusted by
     /// `security` signed for the dispatch (distributed mode).
-    pub fn with_security(mut self, security: Arc<Security>) -> Self {
+    pub(crate) fn with_security(mut self, security: Arc<Security>) -> Self {
         self.security = Some(security);
         self
     }
 
     /// Uses `registry` to know how many receivers to expect (when the bus
     /// cannot tell) and to notice declared workers whose node died.
-    pub fn with_registry(mut self, registry: Arc<dyn Registry>) -> Self {
+    pub(crate) fn with_registry(mut self, registry: Arc<dyn Registry>) -> Self {
         self.registry = Some(registry);
         self
     }

@@ -18,7 +18,7 @@ pub struct RuntimeConfig {
     /// Period of the epoch ticker: the granularity of deadlines and how
     /// often a busy guest yields to other tasks (default 10 ms).
     pub epoch_tick: Duration,
-    /// Where compiled code is cached (see [`super::cache`]);
+    /// Where compiled code is cached (see [`CodeCache`](super::CodeCache));
     /// `None` (the default) compiles every time.
     pub cache_dir: Option<std::path::PathBuf>,
     /// Idle warm instances kept per stateless plugin (default 4); 0 turns

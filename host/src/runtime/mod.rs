@@ -10,7 +10,7 @@
 //! - for plugins built against 0.2.0, from `handle`: the
 //!   `anocast:worker/dispatch` import (nested dispatch) and the
 //!   `anocast:worker/store` import (tentative side effects, collected in
-//!   the instance by [`staged`]); `store.get` also from `interested`. Both
+//!   the instance by `staged`); `store.get` also from `interested`. Both
 //!   reach whatever the caller wired in as the task's [`TaskServices`]: the
 //!   runtime knows nothing of dispatchers or stores.
 //!
@@ -20,7 +20,7 @@
 //! on the instances alive at once (the pooling allocator's slots). A trap, a
 //! deadline or a limit hit is a [`CallError`] for that one call; the store is
 //! dropped with the task, so the next task starts clean, unless the plugin
-//! declared itself stateless ([`warm`]): then an instance whose calls all
+//! declared itself stateless (`warm`): then an instance whose calls all
 //! returned normally waits, warm, for the plugin's next task.
 //!
 //! # Layout
@@ -30,24 +30,25 @@
 //! - `plugin`: [`Plugin`], [`PluginInfo`], [`LoadError`], making instances;
 //! - `instance`: [`Instance`] and [`CallError`];
 //! - `imports`: the host side of the imports, per task;
-//! - [`services`]: the trait the imports reach the node through;
-//! - [`staged`]: a task's staged writes; [`cache`]: compiled code on disk;
-//!   [`warm`]: idle instances of stateless plugins.
+//! - `services`: the trait the imports reach the node through;
+//! - `staged`: a task's staged writes; `cache`: compiled code on disk;
+//!   `warm`: idle instances of stateless plugins.
 
 mod bindings;
-pub mod cache;
+mod cache;
 mod config;
 mod engine;
 mod imports;
 mod instance;
 mod limits;
 mod plugin;
-pub mod services;
-pub mod staged;
+mod services;
+mod staged;
 mod stdio;
-pub mod warm;
+mod warm;
 
 pub use bindings::{WitPluginInfo, WitTask};
+pub use cache::{CacheStats, CodeCache};
 pub use config::RuntimeConfig;
 pub use engine::Runtime;
 pub use imports::Services;
@@ -55,4 +56,4 @@ pub use instance::{CallError, Instance};
 pub use plugin::{LoadError, Plugin, PluginInfo};
 pub use services::{SubOutcome, SubPartial, SubStatus, SubTask, SubTaskError, TaskServices};
 pub use staged::{Op, Tentative};
-pub use warm::STATELESS_SECTION;
+pub use warm::{MAX_USES, STATELESS_SECTION};

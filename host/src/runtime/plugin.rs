@@ -94,7 +94,7 @@ pub struct Plugin {
     pub digest: String,
     /// Size of the component, in bytes.
     pub size: usize,
-    /// Whether the component declares itself stateless (see [`warm`]).
+    /// Whether the component declares itself stateless (see [`STATELESS_SECTION`](super::STATELESS_SECTION)).
     pub stateless: bool,
     pub(super) pre: Pre,
     pub(super) runtime: Runtime,

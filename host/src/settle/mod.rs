@@ -3,7 +3,7 @@
 //! effects stay tentative until a follow-up message decides them, and
 //! expire when none comes.
 //!
-//! - A worker's `handle` stages writes ([`Tentative`], bounded per task)
+//! - A worker's `handle` stages writes ([`Tentative`](crate::runtime::Tentative), bounded per task)
 //!   for its task's *transaction*: the request id of the dispatch from
 //!   outside that the task descends from (its own at depth 0). Sub-tasks'
 //!   writes thus stand or fall with the dispatch that started it all.
