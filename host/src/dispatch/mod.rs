@@ -121,6 +121,13 @@ impl Dispatcher {
 
     /// Dispatches a task descending from `ancestry` (at depth
     /// `ancestry.len()`); see [`Nesting`] for the checks made before.
+    ///
+    /// It stays one function on purpose: one dispatch reads here from top
+    /// to bottom (open the list, broadcast, the gather loop, the outcome,
+    /// the settle decision), and every step shares the task, the ledger key,
+    /// its TTL and the guard that forgets the list however the dispatch
+    /// ends (also when this future is dropped). The state of the gather
+    /// itself lives in [`Gather`].
     #[tracing::instrument(level = "debug", skip(self, payload, options, ancestry), fields(request_id, depth = ancestry.len()))]
     async fn run(
         &self,

@@ -111,6 +111,11 @@ impl PluginSet {
     }
 
     /// The next set for `dir`'s contents now, reusing what this set loaded.
+    ///
+    /// It stays whole because the rules in the module doc (unchanged
+    /// content reused, failures never replacing a working version, the
+    /// first holder of a name keeping it) are applied in one pass over the
+    /// folder, and each rule reads the decisions of the others.
     pub async fn rescan(&self, runtime: &Runtime, dir: &Path) -> Result<Self, PluginDirError> {
         let files = wasm_files(dir)?;
         let by_digest: HashMap<&str, &LoadedPlugin> =

@@ -124,6 +124,11 @@ impl Plugin {
     /// plugin. `deadline` bounds every call on it, together with the
     /// runtime's call timeout. With `services`, its `handle` may dispatch
     /// sub-tasks and stage writes.
+    ///
+    /// It stays whole because it is the one place where a task's store is
+    /// made: the WASI context, the resource table, the limiter, the epoch
+    /// callback and the instance's deadline are set up together, in the
+    /// order wasmtime needs them, and a reader checks the sandbox here.
     pub async fn instantiate(
         &self,
         worker: Arc<str>,
