@@ -482,6 +482,14 @@ async fn nodes_ride_out_a_nats_restart() -> anyhow::Result<()> {
     mesh.nats.restart()?;
     let recovered = until_echo_answers(&client, Duration::from_secs(20)).await?;
     eprintln!("dispatches succeed again {recovered:?} after NATS restarted");
+    // Each node reconnects on its own: node a answering says nothing of
+    // node b, which may still be waiting for its next reconnect attempt.
+    let b_answers = async || {
+        let outcome = client.dispatcher().dispatch(topic("misbehave.ok"), Vec::new(), &options(500, 2000)).await;
+        Ok(outcome.is_ok_and(|outcome| outcome.status == Status::Complete))
+    };
+    wait_until("node b answered after the restart", Duration::from_secs(20).saturating_sub(recovered), b_answers)
+        .await?;
     let outcome = client.dispatcher().dispatch(topic("misbehave.ok"), Vec::new(), &options(1000, 5000)).await?;
     assert_eq!(outcome.status, Status::Complete, "{}", outcome.to_json());
     mesh.redis.assert_every_key_expires().await
