@@ -7,10 +7,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anocast::Topic;
-use anocast::dispatch::{DispatchOptions, MAX_TIMEOUT};
+use anocast::dispatch::{DispatchOptions, MAX_TIMEOUT, NestingConfig};
+use anocast::ledger::Liveness;
+use anocast::runtime::RuntimeConfig;
+use anocast::settle::SettleConfig;
 use anocast::settle::SettlePolicy;
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 const AFTER_HELP: &str = "\
 Exit status: 0 success (for a dispatch: it completed), 1 error, 2 bad usage,
@@ -145,7 +148,7 @@ pub(crate) struct MeshArgs {
     #[arg(long, env = "ANOCAST_REDIS", value_name = "URL")]
     pub(crate) redis: Option<String>,
     /// How long a node's registration lives without a heartbeat: a worker
-    /// whose node died is reported missing about this long after [default: 3s].
+    /// whose node died is reported missing about this long after.
     #[arg(long, env = "ANOCAST_LIVENESS", value_name = "DURATION", value_parser = parse_duration)]
     pub(crate) liveness: Option<Duration>,
     /// This node's private signing key (PKCS#8 PEM, owner-only)
@@ -240,35 +243,35 @@ pub(crate) struct TaskArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct LimitArgs {
-    /// Memory limit of one plugin instance, in MiB [default: 64].
+    /// Memory limit of one plugin instance, in MiB.
     #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=4096))]
     pub(crate) memory_limit: Option<u64>,
-    /// Longest a single call into a plugin may run [default: 10s].
+    /// Longest a single call into a plugin may run.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub(crate) call_timeout: Option<Duration>,
-    /// Plugin instances alive at once; tasks beyond wait for a slot [default: 1000].
+    /// Plugin instances alive at once; tasks beyond wait for a slot.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub(crate) max_instances: Option<u32>,
     /// Idle warm instances kept for each plugin that declares itself
     /// stateless, so that its next tasks skip instantiation; 0 gives every
     /// task a fresh instance. Under load, set it near the number of tasks
-    /// of one plugin the node runs at once [default: 4].
+    /// of one plugin the node runs at once.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=1000))]
     pub(crate) warm_instances: Option<u32>,
     /// Deepest sub-task a worker may dispatch (a task from outside is at
-    /// depth 0); deeper ones are refused at once [default: 8].
+    /// depth 0); deeper ones are refused at once.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=64))]
     pub(crate) max_depth: Option<u32>,
     /// How much sooner than its parent's a sub-task's deadline falls, to
-    /// leave the parent time to reply [default: 50ms].
+    /// leave the parent time to reply.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub(crate) nested_margin: Option<Duration>,
     /// How long writes a worker staged wait for their commit or abort after
-    /// their task's deadline, before they are dropped [default: 30s].
+    /// their task's deadline, before they are dropped.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub(crate) stage_expiry: Option<Duration>,
     /// Distributed mode: how long a committed value stays in Redis after
-    /// its last write [default: 7days].
+    /// its last write.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub(crate) store_retention: Option<Duration>,
 }
@@ -320,4 +323,49 @@ pub(crate) fn guess_content_type(payload: &[u8]) -> &'static str {
     } else {
         "application/octet-stream"
     }
+}
+
+/// The library's defaults of the flags that have none of their own (an
+/// unset flag falls back to the config file, then to these), by argument
+/// id, as `--help` shows them. Read from the config structs, so that help
+/// never says other than what runs.
+fn library_defaults() -> Vec<(&'static str, String)> {
+    let (runtime, settle, nesting) = (RuntimeConfig::default(), SettleConfig::default(), NestingConfig::default());
+    let time = |d| humantime::format_duration(d).to_string();
+    vec![
+        ("memory_limit", (runtime.memory_limit >> 20).to_string()),
+        ("call_timeout", time(runtime.call_timeout)),
+        ("max_instances", runtime.max_instances.to_string()),
+        ("warm_instances", runtime.warm_instances.to_string()),
+        ("max_depth", nesting.max_depth.to_string()),
+        ("nested_margin", time(nesting.margin)),
+        ("stage_expiry", time(settle.expiry)),
+        ("store_retention", time(settle.retention)),
+        ("liveness", time(Liveness::default().ttl)),
+    ]
+}
+
+/// The command line, with the library's defaults written into the help
+/// of the flags that fall back to them.
+pub(crate) fn command() -> clap::Command {
+    let defaults = library_defaults();
+    Cli::command().mut_subcommands(|mut sub| {
+        for (id, value) in &defaults {
+            if sub.get_arguments().any(|a| a.get_id() == id) {
+                sub = sub.mut_arg(id, |arg| {
+                    let help = arg.get_help().map(|h| format!("{h} [default: {value}]"));
+                    let long = arg.get_long_help().map(|h| format!("{h} [default: {value}]"));
+                    let arg = match help {
+                        Some(help) => arg.help(help),
+                        None => arg,
+                    };
+                    match long {
+                        Some(long) => arg.long_help(long),
+                        None => arg,
+                    }
+                });
+            }
+        }
+        sub
+    })
 }

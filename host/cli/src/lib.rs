@@ -29,7 +29,7 @@ mod settings;
 use std::process::ExitCode;
 
 use anocast::{Host, HostConfig, Status};
-use clap::Parser;
+use clap::FromArgMatches;
 
 pub use args::Cli;
 use args::{Command, PluginsCommand};
@@ -38,7 +38,10 @@ use commands::{author, dispatch, keygen, plugins, run, serve, settle};
 /// Entry point of the `anocast` binary: parses arguments, runs the command,
 /// reports an error as one line on stderr, and returns the exit status.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::from_arg_matches(&args::command().get_matches()) {
+        Ok(cli) => cli,
+        Err(err) => err.exit(),
+    };
     let default_level = if matches!(cli.command, Command::Serve(_)) { "info" } else { "warn" };
     init_tracing(default_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -122,12 +125,25 @@ mod tests {
     use super::*;
     use crate::args::{guess_content_type, parse_duration};
     use anocast::DispatchOptions;
+    use clap::Parser;
     use std::time::Duration;
 
     #[test]
     fn the_cli_definition_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn help_shows_the_library_defaults() {
+        let mut serve = args::command().find_subcommand("serve").expect("serve").clone();
+        let help = serve.render_long_help().to_string();
+        for needle in
+            ["in MiB [default: 64]", "[default: 10s]", "[default: 1000]", "[default: 7days]", "[default: 3s]"]
+        {
+            assert!(help.contains(needle), "serve --help lacks {needle}: {help}");
+        }
+        args::command().debug_assert();
     }
 
     #[test]
