@@ -116,7 +116,7 @@ pub(crate) struct ServeArgs {
     /// The plugins folder: every `.wasm` in it is loaded.
     #[arg(long, env = "ANOCAST_PLUGINS", value_name = "DIR")]
     pub(crate) plugins: Option<PathBuf>,
-    /// Address of the HTTP API [default: 127.0.0.1:7700].
+    /// Address of the HTTP API.
     #[arg(long, env = "ANOCAST_HTTP", value_name = "ADDR")]
     pub(crate) http: Option<SocketAddr>,
     /// This node's id, as it appears in worker names [default: host name].
@@ -129,8 +129,8 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "ANOCAST_NO_WATCH")]
     pub(crate) no_watch: bool,
     /// How long a changed file must be quiet before it is loaded.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "50ms")]
-    pub(crate) reload_debounce: Duration,
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) reload_debounce: Option<Duration>,
     #[command(flatten)]
     pub(crate) mesh: MeshArgs,
     #[command(flatten)]
@@ -225,11 +225,11 @@ pub(crate) struct TaskArgs {
     /// Empty when left out.
     pub(crate) payload: Option<String>,
     /// Overall deadline: past it the outcome is `timed_out`.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
-    pub(crate) timeout: Duration,
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) timeout: Option<Duration>,
     /// Interest window: nobody declared by then means `no_interest`.
-    #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = parse_duration)]
-    pub(crate) grace: Duration,
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) grace: Option<Duration>,
     /// MIME type of the payload (default: application/json when it parses as
     /// JSON, text/plain for other text, application/octet-stream otherwise).
     #[arg(long, value_name = "TYPE")]
@@ -237,8 +237,8 @@ pub(crate) struct TaskArgs {
     /// What to do with the writes the workers staged, once the outcome is
     /// known: all-ok (commit when every partial is ok, else abort), commit,
     /// abort, or manual (leave them for `anocast settle`, or to expire).
-    #[arg(long, value_name = "POLICY", default_value = "all-ok", value_parser = SettlePolicy::parse)]
-    pub(crate) settle: SettlePolicy,
+    #[arg(long, value_name = "POLICY", value_parser = SettlePolicy::parse)]
+    pub(crate) settle: Option<SettlePolicy>,
 }
 
 #[derive(Debug, Args)]
@@ -293,15 +293,13 @@ impl TaskArgs {
             },
         };
         let content_type = self.content_type.clone().unwrap_or_else(|| guess_content_type(&payload).to_owned());
-        anyhow::ensure!(
-            self.timeout <= MAX_TIMEOUT,
-            "--timeout may be at most {}",
-            humantime::format_duration(MAX_TIMEOUT)
-        );
+        let defaults = DispatchOptions::default();
+        let (timeout, grace) = (self.timeout.unwrap_or(defaults.timeout), self.grace.unwrap_or(defaults.grace));
+        anyhow::ensure!(timeout <= MAX_TIMEOUT, "--timeout may be at most {}", humantime::format_duration(MAX_TIMEOUT));
         Ok((
             topic,
             payload,
-            DispatchOptions { grace: self.grace, timeout: self.timeout, content_type, settle: self.settle },
+            DispatchOptions { grace, timeout, content_type, settle: self.settle.unwrap_or(defaults.settle) },
         ))
     }
 }
@@ -331,8 +329,14 @@ pub(crate) fn guess_content_type(payload: &[u8]) -> &'static str {
 /// never says other than what runs.
 fn library_defaults() -> Vec<(&'static str, String)> {
     let (runtime, settle, nesting) = (RuntimeConfig::default(), SettleConfig::default(), NestingConfig::default());
+    let task = DispatchOptions::default();
     let time = |d| humantime::format_duration(d).to_string();
     vec![
+        ("timeout", time(task.timeout)),
+        ("grace", time(task.grace)),
+        ("settle", task.settle.as_str().to_owned()),
+        ("reload_debounce", time(anocast::DEFAULT_DEBOUNCE)),
+        ("http", crate::settings::DEFAULT_HTTP.to_string()),
         ("memory_limit", (runtime.memory_limit >> 20).to_string()),
         ("call_timeout", time(runtime.call_timeout)),
         ("max_instances", runtime.max_instances.to_string()),

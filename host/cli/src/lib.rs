@@ -143,6 +143,12 @@ mod tests {
         {
             assert!(help.contains(needle), "serve --help lacks {needle}: {help}");
         }
+        assert!(help.contains("[default: 127.0.0.1:7700]"), "{help}");
+        let mut dispatch = args::command().find_subcommand("dispatch").expect("dispatch").clone();
+        let help = dispatch.render_long_help().to_string().split_whitespace().collect::<Vec<_>>().join(" ");
+        for needle in ["[default: 30s]", "[default: 500ms]", "[default: all-ok]"] {
+            assert!(help.contains(needle), "dispatch --help lacks {needle}: {help}");
+        }
         args::command().debug_assert();
     }
 
@@ -158,10 +164,11 @@ mod tests {
         let Cli { command: Command::Dispatch(args), .. } = Cli::parse_from(["anocast", "dispatch", "a.b"]) else {
             panic!("not a dispatch")
         };
+        let (_, _, options) = args.task.resolve().expect("resolved");
         let defaults = DispatchOptions::default();
-        assert_eq!(args.task.timeout, defaults.timeout);
-        assert_eq!(args.task.grace, defaults.grace);
-        assert_eq!(args.task.settle, defaults.settle);
+        assert_eq!(options.timeout, defaults.timeout);
+        assert_eq!(options.grace, defaults.grace);
+        assert_eq!(options.settle, defaults.settle);
     }
 
     #[test]

@@ -17,7 +17,8 @@ use crate::args::{DispatchArgs, LimitArgs, MeshArgs, RunArgs, ServeArgs};
 use crate::config::FileConfig;
 
 /// The HTTP API's address when neither a flag nor the file gives one.
-const DEFAULT_HTTP: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 7700));
+pub(crate) const DEFAULT_HTTP: SocketAddr =
+    SocketAddr::V4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 7700));
 
 /// What `anocast serve` runs with.
 pub(crate) struct Serve {

@@ -34,7 +34,7 @@ mod versions;
 mod worker;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 pub use versions::VersionState;
 pub use worker::WorkerStats;
@@ -45,7 +45,7 @@ use crate::ledger::Ledger;
 use crate::runtime::Plugin;
 use crate::settle::Staging;
 use crate::trust::Security;
-use versions::Served;
+use versions::Versions;
 use worker::Version;
 
 /// A running node's plugin subscriptions. Dropping it unsubscribes them.
@@ -67,13 +67,10 @@ pub struct Node {
     staging: Arc<Staging>,
     _settles: Subscription,
     _sweeper: Sweeper,
-    served: parking_lot::Mutex<BTreeMap<String, Served>>,
-    /// Serializes changes to `served` (each awaits the bus).
-    changes: tokio::sync::Mutex<()>,
+    /// Which version of each plugin is served, and which still exist.
+    versions: Versions<Version>,
     /// Per plugin name, across versions.
     stats: parking_lot::Mutex<BTreeMap<String, Arc<WorkerStats>>>,
-    /// Every version that may still have tasks, for reporting.
-    versions: parking_lot::Mutex<Vec<Weak<Version>>>,
 }
 
 impl Node {
@@ -102,10 +99,8 @@ impl Node {
             staging,
             _settles: settles,
             _sweeper: sweeper,
-            served: Default::default(),
-            changes: Default::default(),
+            versions: Versions::default(),
             stats: Default::default(),
-            versions: Default::default(),
         };
         for plugin in plugins {
             node.serve(plugin.clone()).await?;

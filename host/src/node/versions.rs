@@ -1,8 +1,13 @@
 //! Which version of each plugin a node serves: serving one (in place of
 //! the version of the same name, swapped atomically), withdrawing one, and
 //! the versions that still have tasks under way.
+//!
+//! The bookkeeping ([`Versions`]) is generic over what a version is
+//! ([`Pinned`]), so that the swap is tested on its own, with paused time,
+//! by versions that are not plugins.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
@@ -10,15 +15,107 @@ use arc_swap::ArcSwap;
 
 use super::Node;
 use super::worker::Version;
-use crate::bus::{BusError, ErrorKind, ReplyTo, Subscription, Task, TaskReceiver, Work, WorkerId};
+use crate::bus::{Bus, BusError, ErrorKind, ReplySink, ReplyTo, Subscription, Task, TaskReceiver, Work, WorkerId};
 use crate::runtime::Plugin;
 use crate::topic::Pattern;
 
+/// What the bookkeeping needs of one version.
+pub(super) trait Pinned: Send + Sync + Sized + 'static {
+    /// Who answers, as replies are signed: the worker and its component's
+    /// SHA-256.
+    fn signs_as(&self) -> (&WorkerId, [u8; 32]);
+
+    /// Its tasks under way.
+    fn in_flight(&self) -> &AtomicUsize;
+
+    /// Handles one task to its end.
+    fn handle(self: Arc<Self>, task: Arc<Task>, replies: Arc<dyn ReplySink>) -> impl Future<Output = ()> + Send;
+}
+
+impl Pinned for Version {
+    fn signs_as(&self) -> (&WorkerId, [u8; 32]) {
+        (&self.worker, self.digest)
+    }
+
+    fn in_flight(&self) -> &AtomicUsize {
+        &self.in_flight
+    }
+
+    fn handle(self: Arc<Self>, task: Arc<Task>, replies: Arc<dyn ReplySink>) -> impl Future<Output = ()> + Send {
+        self.serve(task, replies)
+    }
+}
+
 /// One plugin name's subscription.
-pub(super) struct Served {
-    current: Arc<ArcSwap<Version>>,
+struct Served<V> {
+    current: Arc<ArcSwap<V>>,
     patterns: Vec<Pattern>,
     _subscription: Subscription,
+}
+
+/// The versions of a node's plugins: the one each name serves now, and
+/// every one that still exists.
+pub(super) struct Versions<V> {
+    served: parking_lot::Mutex<BTreeMap<String, Served<V>>>,
+    /// Serializes changes to `served` (each awaits the bus).
+    changes: tokio::sync::Mutex<()>,
+    /// Every version that may still have tasks, for reporting.
+    all: parking_lot::Mutex<Vec<Weak<V>>>,
+}
+
+impl<V> Default for Versions<V> {
+    fn default() -> Self {
+        Versions { served: Default::default(), changes: Default::default(), all: Default::default() }
+    }
+}
+
+impl<V: Pinned> Versions<V> {
+    /// Serves `version` under `name` on `patterns`: swapped in place of the
+    /// current version when the patterns are the same (tasks under way
+    /// finish on the version they started with), else subscribed anew
+    /// before the old subscription is dropped.
+    pub(super) async fn install(
+        &self,
+        bus: &dyn Bus,
+        name: &str,
+        patterns: Vec<Pattern>,
+        version: Arc<V>,
+    ) -> Result<(), BusError> {
+        let _change = self.changes.lock().await;
+        {
+            let mut all = self.all.lock();
+            all.retain(|v| v.strong_count() > 0);
+            all.push(Arc::downgrade(&version));
+        }
+        if let Some(served) = self.served.lock().get(name).filter(|s| s.patterns == patterns) {
+            served.current.store(version);
+            return Ok(());
+        }
+        let current = Arc::new(ArcSwap::from(version));
+        let subscription = bus.subscribe(name, &patterns, Arc::new(Subscriber(current.clone()))).await?;
+        // The old subscription (if any) is dropped only now, after the new
+        // one is in place; its tasks under way finish.
+        let old = self.served.lock().insert(name.to_owned(), Served { current, patterns, _subscription: subscription });
+        drop(old);
+        Ok(())
+    }
+
+    /// Stops serving `name`; its tasks under way finish.
+    pub(super) async fn withdraw(&self, name: &str) -> bool {
+        let _change = self.changes.lock().await;
+        let old = self.served.lock().remove(name);
+        old.is_some()
+    }
+
+    /// The version each name serves now.
+    pub(super) fn current(&self) -> Vec<(String, Arc<V>)> {
+        self.served.lock().iter().map(|(name, s)| (name.clone(), s.current.load_full())).collect()
+    }
+
+    /// Every version that still exists: served now, or finishing tasks.
+    pub(super) fn alive(&self) -> Vec<Arc<V>> {
+        self.all.lock().iter().filter_map(Weak::upgrade).collect()
+    }
 }
 
 /// A version of a plugin that still exists: the one in service, or an older
@@ -40,33 +137,15 @@ pub struct VersionState {
 impl Node {
     /// Serves `plugin`, in place of the version of the same name if any.
     pub async fn serve(&self, plugin: Arc<Plugin>) -> Result<(), BusError> {
-        let _change = self.changes.lock().await;
         let name = plugin.info.name.clone();
+        let patterns = plugin.info.topics.clone();
         let version = Arc::new(self.version(plugin)?);
-        {
-            let mut versions = self.versions.lock();
-            versions.retain(|v| v.strong_count() > 0);
-            versions.push(Arc::downgrade(&version));
-        }
-        let patterns = version.plugin.info.topics.clone();
-        if let Some(served) = self.served.lock().get(&name).filter(|s| s.patterns == patterns) {
-            served.current.store(version);
-            return Ok(());
-        }
-        let current = Arc::new(ArcSwap::from(version));
-        let subscription = self.bus.subscribe(&name, &patterns, Arc::new(Subscriber(current.clone()))).await?;
-        // The old subscription (if any) is dropped only now, after the new
-        // one is in place; its tasks under way finish.
-        let old = self.served.lock().insert(name, Served { current, patterns, _subscription: subscription });
-        drop(old);
-        Ok(())
+        self.versions.install(&*self.bus, &name, patterns, version).await
     }
 
     /// Stops serving the plugin named `name`; its tasks under way finish.
     pub async fn withdraw(&self, name: &str) -> bool {
-        let _change = self.changes.lock().await;
-        let old = self.served.lock().remove(name);
-        old.is_some()
+        self.versions.withdraw(name).await
     }
 
     fn version(&self, plugin: Arc<Plugin>) -> Result<Version, BusError> {
@@ -95,12 +174,11 @@ impl Node {
     /// Every version that still exists, by name, the current one first.
     pub fn versions(&self) -> Vec<VersionState> {
         let current: BTreeMap<String, String> =
-            self.served.lock().iter().map(|(name, s)| (name.clone(), s.current.load().plugin.digest.clone())).collect();
+            self.versions.current().into_iter().map(|(name, v)| (name, v.plugin.digest.clone())).collect();
         let mut states: Vec<VersionState> = self
             .versions
-            .lock()
-            .iter()
-            .filter_map(Weak::upgrade)
+            .alive()
+            .into_iter()
             .map(|v| VersionState {
                 name: v.plugin.info.name.clone(),
                 version: v.plugin.info.version.clone(),
@@ -116,26 +194,30 @@ impl Node {
 
 /// The subscription's handle on its plugin: whichever version is current
 /// when a task arrives handles all of it.
-struct Subscriber(Arc<ArcSwap<Version>>);
+struct Subscriber<V>(Arc<ArcSwap<V>>);
 
-impl TaskReceiver for Subscriber {
+impl<V: Pinned> TaskReceiver for Subscriber<V> {
     fn receive(&self, task: Arc<Task>, reply_to: &dyn ReplyTo) -> Work {
         let version = self.0.load_full();
-        let replies = reply_to.sink(&version.worker, version.digest);
-        version.in_flight.fetch_add(1, Ordering::Relaxed);
+        let (worker, digest) = version.signs_as();
+        let replies = reply_to.sink(worker, digest);
+        version.in_flight().fetch_add(1, Ordering::Relaxed);
         let in_flight = InFlight(version.clone());
         Box::pin(async move {
             let _counted = in_flight;
-            version.serve(task, replies).await;
+            version.handle(task, replies).await;
         })
     }
 }
 
 /// Counts a task of a version until it ends (or is dropped).
-struct InFlight(Arc<Version>);
+struct InFlight<V: Pinned>(Arc<V>);
 
-impl Drop for InFlight {
+impl<V: Pinned> Drop for InFlight<V> {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.in_flight().fetch_sub(1, Ordering::Relaxed);
     }
 }
+
+#[cfg(test)]
+mod tests;

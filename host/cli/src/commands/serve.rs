@@ -15,7 +15,11 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tokio::net::TcpListener::bind(http).await.with_context(|| format!("cannot listen on {http} (--http)"))?;
     let host = Arc::new(crate::start_host(settings.host).await?);
     let address = listener.local_addr()?;
-    let _watch = if args.no_watch { None } else { host.watch_plugins(args.reload_debounce)? };
+    let _watch = if args.no_watch {
+        None
+    } else {
+        host.watch_plugins(args.reload_debounce.unwrap_or(anocast::DEFAULT_DEBOUNCE))?
+    };
     tracing::info!(
         node = host.node_id(),
         plugins = host.plugins().loaded.len(),
