@@ -25,7 +25,7 @@ use anyhow::{Context, bail};
 use crate::ledger::Registry;
 
 /// The name of the key file in a node's data folder.
-pub const KEY_FILE: &str = "node.key";
+pub(crate) const KEY_FILE: &str = "node.key";
 
 /// Where a node's data folder is by default:
 /// `$XDG_DATA_HOME/anocast/<node-id>`, else `~/.local/share/anocast/<node-id>`.
@@ -39,7 +39,7 @@ pub fn default_data_dir(node_id: &str) -> PathBuf {
 }
 
 /// Reads a private key file, refusing one that others may read.
-pub fn read_key(path: &Path) -> anyhow::Result<NodeKey> {
+pub(crate) fn read_key(path: &Path) -> anyhow::Result<NodeKey> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -90,7 +90,7 @@ pub fn public_key_path(path: &Path) -> PathBuf {
 }
 
 /// The key in `data_dir`, made (with the folder, owner-only) on first use.
-pub fn data_dir_key(data_dir: &Path, node_id: &str) -> anyhow::Result<NodeKey> {
+pub(crate) fn data_dir_key(data_dir: &Path, node_id: &str) -> anyhow::Result<NodeKey> {
     let path = data_dir.join(KEY_FILE);
     if path.exists() {
         return read_key(&path);
@@ -111,7 +111,7 @@ pub fn data_dir_key(data_dir: &Path, node_id: &str) -> anyhow::Result<NodeKey> {
 
 /// The trusted keys, and whether to trust the mesh's registry too.
 #[derive(Debug, Default)]
-pub struct TrustStore {
+pub(crate) struct TrustStore {
     /// Key -> the node ids it may sign for (`None`: any).
     keys: HashMap<PublicKey, Option<Vec<String>>>,
     mesh: bool,
@@ -120,7 +120,7 @@ pub struct TrustStore {
 impl TrustStore {
     /// Reads every path (a file, or a folder whose files are all read);
     /// `mesh`: also trust the keys of the mesh's registered nodes.
-    pub fn load(paths: &[PathBuf], mesh: bool) -> anyhow::Result<Self> {
+    pub(crate) fn load(paths: &[PathBuf], mesh: bool) -> anyhow::Result<Self> {
         let mut store = TrustStore { keys: HashMap::new(), mesh };
         for path in paths {
             if path.is_dir() {
@@ -222,7 +222,7 @@ impl std::fmt::Debug for Security {
 
 impl Security {
     /// A node signing with `key` as `node_id`, trusting `store`.
-    pub fn new(key: NodeKey, node_id: &str, store: TrustStore) -> Self {
+    pub(crate) fn new(key: NodeKey, node_id: &str, store: TrustStore) -> Self {
         Security { key, node_id: node_id.to_owned(), store, registry: OnceLock::new(), stats: SecurityStats::default() }
     }
 

@@ -26,7 +26,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::time::sleep_until;
 
-pub use nested::{NestError, Nesting, NestingConfig, SubOptions};
+pub use nested::NestingConfig;
+pub(crate) use nested::{NestError, Nesting, SubOptions};
 pub use outcome::{Outcome, Status};
 
 use crate::bus::Decision;

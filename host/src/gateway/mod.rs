@@ -34,7 +34,7 @@ pub const MAX_PAYLOAD: usize = 8 << 20;
 
 /// An error answer: a status and a one-line message.
 #[derive(Debug)]
-pub struct ApiError(StatusCode, String);
+pub(crate) struct ApiError(StatusCode, String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -47,7 +47,7 @@ fn bad_request(message: impl Into<String>) -> ApiError {
 }
 
 /// The routes, over an embedded host.
-pub fn router(host: Arc<Host>) -> Router {
+pub(crate) fn router(host: Arc<Host>) -> Router {
     Router::new()
         .route("/v1/dispatch/{topic}", post(dispatch))
         .route("/v1/settle/{request_id}/{decision}", post(settle))

@@ -33,9 +33,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-pub use memory::MemoryLedger;
-pub use redis::{KEY_PREFIX, RedisLedger, connect as connect_redis, keys as redis_keys};
-pub use registry::{Liveness, NodeInfo, PluginEntry, RedisRegistry, Registry};
+pub(crate) use memory::MemoryLedger;
+pub use redis::{RedisLedger, connect as connect_redis};
+pub use registry::{Liveness, NodeInfo, PluginEntry};
+pub(crate) use registry::{RedisRegistry, Registry};
 
 /// Every Lua script run in Redis, by the name `docs/protocol.md` gives it.
 #[cfg(test)]
