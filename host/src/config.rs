@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+use crate::credentials::{NatsAuth, RedisAuth};
 use crate::dispatch::NestingConfig;
 use crate::ledger::Liveness;
 use crate::runtime::RuntimeConfig;
@@ -39,13 +40,21 @@ impl Default for HostConfig {
     }
 }
 
-/// Where the mesh of distributed mode lives.
-#[derive(Debug, Clone)]
+/// Where the mesh of distributed mode lives. Its `Debug` masks the
+/// passwords of the URLs and every secret.
+#[derive(Clone)]
 pub struct MeshConfig {
-    /// NATS URL, e.g. `nats://127.0.0.1:4222`.
+    /// NATS URL, e.g. `nats://127.0.0.1:4222` (`tls://` requires TLS;
+    /// `nats://user:password@host` and `nats://token@host` authenticate;
+    /// several URLs separated by commas are servers of one cluster).
     pub nats: String,
-    /// Redis URL, e.g. `redis://127.0.0.1:6379`.
+    /// How to authenticate to NATS, beyond what the URL says.
+    pub nats_auth: NatsAuth,
+    /// Redis URL, e.g. `redis://127.0.0.1:6379`
+    /// (`redis://user:password@host`, `rediss://` for TLS).
     pub redis: String,
+    /// How to authenticate to Redis, beyond what the URL says.
+    pub redis_auth: RedisAuth,
     /// How fast dead nodes are noticed.
     pub liveness: Liveness,
     /// How long to wait for NATS and Redis at start (and for each Redis call).
@@ -66,7 +75,9 @@ impl MeshConfig {
     pub fn new(nats: &str, redis: &str) -> Self {
         MeshConfig {
             nats: nats.to_owned(),
+            nats_auth: NatsAuth::default(),
             redis: redis.to_owned(),
+            redis_auth: RedisAuth::default(),
             liveness: Liveness::default(),
             connect_timeout: std::time::Duration::from_secs(5),
             key: None,
@@ -84,6 +95,23 @@ impl MeshConfig {
              --trust-mesh (trust every node registered in this mesh)"
         );
         Ok(())
+    }
+}
+
+impl std::fmt::Debug for MeshConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MeshConfig")
+            .field("nats", &crate::credentials::redact_url(&self.nats))
+            .field("nats_auth", &self.nats_auth)
+            .field("redis", &crate::credentials::redact_url(&self.redis))
+            .field("redis_auth", &self.redis_auth)
+            .field("liveness", &self.liveness)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("key", &self.key)
+            .field("data_dir", &self.data_dir)
+            .field("trust", &self.trust)
+            .field("trust_mesh", &self.trust_mesh)
+            .finish()
     }
 }
 

@@ -88,9 +88,15 @@ impl Host {
             (Arc<dyn bus::Bus>, Arc<dyn ledger::Ledger>, Option<Arc<ledger::RedisRegistry>>, Arc<dyn settle::Store>);
         let (bus, ledger, registry, store): Parts = match (&config.mesh, &security) {
             (Some(mesh), Some(security)) => {
-                let bus =
-                    bus::NatsBus::connect(&mesh.nats, &config.node_id, mesh.connect_timeout, security.clone()).await?;
-                let conn = ledger::connect_redis(&mesh.redis, mesh.connect_timeout).await?;
+                let bus = bus::NatsBus::connect(
+                    &mesh.nats,
+                    &mesh.nats_auth,
+                    &config.node_id,
+                    mesh.connect_timeout,
+                    security.clone(),
+                )
+                .await?;
+                let conn = ledger::connect_redis(&mesh.redis, &mesh.redis_auth, mesh.connect_timeout).await?;
                 // A node (a host with a plugins folder, even an empty one:
                 // plugins may be dropped in later) registers; a plugin-less
                 // client does not.
@@ -258,5 +264,11 @@ impl Host {
     /// Whether this host is part of a mesh (distributed mode).
     pub fn is_distributed(&self) -> bool {
         self.registry.is_some()
+    }
+
+    /// The largest payload a task may carry: what the bus carries (NATS's
+    /// `max_payload` less room for the headers), unbounded in-process.
+    pub fn max_payload(&self) -> usize {
+        self.bus.max_payload()
     }
 }

@@ -9,7 +9,7 @@ use std::path::Path;
 /// The host's top-level modules, lowest first; a module may use only the
 /// modules of lower layers.
 const LAYERS: &[&[&str]] = &[
-    &["topic", "error"],
+    &["topic", "error", "credentials"],
     &["ledger", "runtime"],
     &["trust", "plugins"],
     &["bus"],

@@ -25,6 +25,8 @@
 //! - [`topic`], [`names`]: topic names and patterns, and the one set of
 //!   rules for every name;
 //! - [`error`]: the error kinds of the bus, ledger and store;
+//! - [`credentials`]: what a host presents to NATS and Redis,
+//!   secrets that never print, and URLs with their passwords masked;
 //! - [`trust`]: node keys, trusted keys and what was rejected (distributed
 //!   mode; the signed formats are in the `anocast-wire` crate);
 //! - [`Host`], [`HostConfig`], [`MeshConfig`]: starting a host.
@@ -51,6 +53,7 @@
 
 pub(crate) mod bus;
 mod config;
+pub mod credentials;
 pub mod dispatch;
 pub mod error;
 pub mod gateway;
@@ -73,6 +76,7 @@ pub use anocast_wire::names;
 pub use bus::Decision;
 pub use bus::{Partial, WorkerId};
 pub use config::{HostConfig, MeshConfig, default_node_id};
+pub use credentials::{NatsAuth, RedisAuth, Secret, TlsFiles};
 pub use dispatch::{DispatchOptions, Dispatcher, NestingConfig, Outcome, Status};
 pub use host::{Host, PluginWatch};
 pub use node::{VersionState, WorkerStats};

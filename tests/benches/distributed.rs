@@ -104,7 +104,7 @@ async fn distributed(settings: Settings) -> anyhow::Result<()> {
     nats_client.flush().await?;
     // The floor's parts and the one-worker dispatch are measured in
     // alternating rounds, so that drift on a shared machine affects both.
-    let conn = anocast::ledger::connect_redis(&redis.url(), Duration::from_secs(5)).await?;
+    let conn = anocast::ledger::connect_redis(&redis.url(), &Default::default(), Duration::from_secs(5)).await?;
     let plugin = |name: &str| {
         let found = node.plugins().loaded.iter().find(|p| p.plugin.info.name == name).map(|p| p.plugin.clone());
         found.ok_or_else(|| anyhow::anyhow!("no {name} plugin"))

@@ -4,6 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -36,30 +37,52 @@ pub struct Redis {
     port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// Configuration beyond the defaults (authentication, TLS).
+    extra: Vec<String>,
 }
 
 impl Redis {
     /// Starts one on a free port.
     pub fn start() -> anyhow::Result<Self> {
-        let mut redis = Redis { port: free_port()?, dir: tempfile::tempdir()?, child: None };
+        Self::start_with(|_, _| Vec::new())
+    }
+
+    /// Starts one on a free port with more arguments, made by `extra` from
+    /// the port and a scratch folder. When they set `--tls-port` to the
+    /// port, the plain port is turned off and only TLS is served.
+    pub fn start_with(extra: impl FnOnce(u16, &Path) -> Vec<String>) -> anyhow::Result<Self> {
+        let (port, dir) = (free_port()?, tempfile::tempdir()?);
+        let extra = extra(port, dir.path());
+        let mut redis = Redis { port, dir, child: None, extra };
         redis.run()?;
         Ok(redis)
     }
 
     fn run(&mut self) -> anyhow::Result<()> {
+        let tls = self.extra.iter().any(|a| a == "--tls-port");
+        let plain = if tls { "0".to_owned() } else { self.port.to_string() };
         let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--save", "", "--appendonly", "no"])
+            .args(["--bind", "127.0.0.1", "--port", &plain, "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(self.dir.path())
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .context("cannot start redis-server (run `cargo xtask test`, which installs it)")?;
         self.child = Some(Child(child));
+        // A server with a password or TLS answers PING otherwise; that it
+        // listens is enough.
+        let open = self.extra.is_empty();
         wait_ready("redis-server", self.port, |s| {
             let mut reply = [0u8; 7];
-            s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
+            !open || (s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n")
         })
+    }
+
+    /// The port it serves on.
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// `redis://127.0.0.1:<port>`.
@@ -107,18 +130,39 @@ impl Redis {
 pub struct Nats {
     port: u16,
     child: Option<Child>,
+    /// A configuration file (authentication, TLS), if any.
+    config: Option<tempfile::NamedTempFile>,
 }
 
 impl Nats {
     /// Starts one on a free port.
     pub fn start() -> anyhow::Result<Self> {
-        let mut nats = Nats { port: free_port()?, child: None };
+        let mut nats = Nats { port: free_port()?, child: None, config: None };
         nats.run()?;
         Ok(nats)
     }
 
+    /// Starts one on a free port with this configuration file's text
+    /// (nats-server's format; the address and port come from here).
+    pub fn start_with_config(text: &str) -> anyhow::Result<Self> {
+        let mut file = tempfile::NamedTempFile::new()?;
+        file.write_all(text.as_bytes())?;
+        let mut nats = Nats { port: free_port()?, child: None, config: Some(file) };
+        nats.run()?;
+        Ok(nats)
+    }
+
+    /// The port it serves on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     fn run(&mut self) -> anyhow::Result<()> {
-        let child = Command::new("nats-server")
+        let mut command = Command::new("nats-server");
+        if let Some(file) = &self.config {
+            command.arg("-c").arg(file.path());
+        }
+        let child = command
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -599,7 +599,7 @@ async fn malformed_messages_on_the_wire_change_nothing() -> anyhow::Result<()> {
 async fn the_redis_ledger_closes_atomically_on_the_last_expected_answer() -> anyhow::Result<()> {
     use anocast::ledger::{Declaration, Ledger, RedisLedger, connect_redis};
     let redis = Redis::start()?;
-    let ledger = RedisLedger::new(connect_redis(&redis.url(), Duration::from_secs(5)).await?);
+    let ledger = RedisLedger::new(connect_redis(&redis.url(), &Default::default(), Duration::from_secs(5)).await?);
     let ttl = Duration::from_secs(30);
     ledger.open("t-1", ttl).await?;
     assert_eq!(ledger.declare("t-1", "n/a@1", ttl, 3).await?, Declaration { accepted: true, closed: None });
@@ -639,7 +639,7 @@ async fn the_redis_ledger_closes_atomically_on_the_last_expected_answer() -> any
 async fn lists_forgotten_in_the_background_are_all_deleted_and_stay_closed() -> anyhow::Result<()> {
     use anocast::ledger::{Ledger, RedisLedger, connect_redis};
     let redis = Redis::start()?;
-    let ledger = RedisLedger::new(connect_redis(&redis.url(), Duration::from_secs(5)).await?);
+    let ledger = RedisLedger::new(connect_redis(&redis.url(), &Default::default(), Duration::from_secs(5)).await?);
     let ttl = Duration::from_secs(30);
     let mut conn = redis::Client::open(redis.url())?.get_multiplexed_async_connection().await?;
     // More than one batch of them (the batching itself is not visible from

@@ -39,9 +39,9 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Run a node: load the plugins folder and serve the HTTP API.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Dispatch a task through a running node and print the outcome JSON.
-    Dispatch(DispatchArgs),
+    Dispatch(Box<DispatchArgs>),
     /// Load a plugins folder, dispatch one task in-process, print the outcome
     /// JSON and exit (no server needed).
     Run(RunArgs),
@@ -108,6 +108,12 @@ pub(crate) enum PluginsCommand {
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
     /// A TOML file with any of: plugins, http, node_id, nats, redis,
+    /// nats_user, nats_password, nats_token, nats_nkey, nats_creds,
+    /// nats_tls_ca, nats_tls_cert, nats_tls_key, redis_user,
+    /// redis_password, redis_tls_ca, redis_tls_cert, redis_tls_key,
+    /// api_token_file, allowed_hosts, cors_origins, http_header_timeout,
+    /// http_body_timeout, http_request_timeout, http_max_connections,
+    /// http_max_concurrent,
     /// liveness, key, data_dir, trust (a list), trust_mesh, memory_limit_mib,
     /// call_timeout, max_instances, warm_instances, max_depth, nested_margin, stage_expiry,
     /// store_retention. Flags and ANOCAST_* variables override it.
@@ -132,6 +138,8 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub(crate) reload_debounce: Option<Duration>,
     #[command(flatten)]
+    pub(crate) http_api: HttpArgs,
+    #[command(flatten)]
     pub(crate) mesh: MeshArgs,
     #[command(flatten)]
     pub(crate) limits: LimitArgs,
@@ -140,12 +148,16 @@ pub(crate) struct ServeArgs {
 /// Distributed mode: both servers, or neither (embedded mode).
 #[derive(Debug, Args)]
 pub(crate) struct MeshArgs {
-    /// Join a mesh over this NATS server (distributed mode; needs --redis).
-    #[arg(long, env = "ANOCAST_NATS", value_name = "URL")]
+    /// Join a mesh over this NATS server (distributed mode; needs --redis):
+    /// nats://host:port, tls://host:port to require TLS, several separated
+    /// by commas; nats://user:password@host or nats://token@host to
+    /// authenticate.
+    #[arg(long, env = "ANOCAST_NATS", value_name = "URL", hide_env_values = true)]
     pub(crate) nats: Option<String>,
     /// The mesh's Redis, holding interest lists and node registrations
-    /// (needs --nats).
-    #[arg(long, env = "ANOCAST_REDIS", value_name = "URL")]
+    /// (needs --nats): redis://[user:password@]host:port, or rediss:// for
+    /// TLS.
+    #[arg(long, env = "ANOCAST_REDIS", value_name = "URL", hide_env_values = true)]
     pub(crate) redis: Option<String>,
     /// How long a node's registration lives without a heartbeat: a worker
     /// whose node died is reported missing about this long after.
@@ -162,6 +174,59 @@ pub(crate) struct MeshArgs {
     pub(crate) data_dir: Option<PathBuf>,
     #[command(flatten)]
     pub(crate) trust: TrustArgs,
+    #[command(flatten)]
+    pub(crate) auth: AuthArgs,
+}
+
+/// How to authenticate to NATS and Redis. Secrets are best given by
+/// variable or file: other users of a machine can read a process's flags.
+/// No error, log line or help text shows them.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Connecting to NATS and Redis")]
+pub(crate) struct AuthArgs {
+    /// NATS user name, with --nats-password (or nats://user:password@host).
+    #[arg(long, env = "ANOCAST_NATS_USER", value_name = "NAME")]
+    pub(crate) nats_user: Option<String>,
+    /// NATS password of --nats-user.
+    #[arg(long, env = "ANOCAST_NATS_PASSWORD", value_name = "PASSWORD", hide_env_values = true)]
+    pub(crate) nats_password: Option<String>,
+    /// NATS authorization token (or nats://token@host).
+    #[arg(long, env = "ANOCAST_NATS_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    pub(crate) nats_token: Option<String>,
+    /// A file holding the NATS user's nkey seed (a line starting with SU).
+    #[arg(long, env = "ANOCAST_NATS_NKEY", value_name = "FILE")]
+    pub(crate) nats_nkey: Option<PathBuf>,
+    /// A NATS credentials file (.creds: a user JWT and its nkey seed).
+    #[arg(long, env = "ANOCAST_NATS_CREDS", value_name = "FILE")]
+    pub(crate) nats_creds: Option<PathBuf>,
+    /// CA certificates (PEM) the NATS server's certificate must chain to;
+    /// any --nats-tls-* flag requires TLS [default: the system's roots].
+    #[arg(long, env = "ANOCAST_NATS_TLS_CA", value_name = "FILE")]
+    pub(crate) nats_tls_ca: Option<PathBuf>,
+    /// This node's client certificate (PEM) for NATS servers that verify
+    /// clients, with --nats-tls-key.
+    #[arg(long, env = "ANOCAST_NATS_TLS_CERT", value_name = "FILE")]
+    pub(crate) nats_tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --nats-tls-cert.
+    #[arg(long, env = "ANOCAST_NATS_TLS_KEY", value_name = "FILE")]
+    pub(crate) nats_tls_key: Option<PathBuf>,
+    /// Redis ACL user (overrides the URL's).
+    #[arg(long, env = "ANOCAST_REDIS_USER", value_name = "NAME")]
+    pub(crate) redis_user: Option<String>,
+    /// Redis password (overrides the URL's).
+    #[arg(long, env = "ANOCAST_REDIS_PASSWORD", value_name = "PASSWORD", hide_env_values = true)]
+    pub(crate) redis_password: Option<String>,
+    /// CA certificates (PEM) the Redis server's certificate must chain to
+    /// (needs a rediss:// URL) [default: the system's roots].
+    #[arg(long, env = "ANOCAST_REDIS_TLS_CA", value_name = "FILE")]
+    pub(crate) redis_tls_ca: Option<PathBuf>,
+    /// This node's client certificate (PEM) for a Redis that verifies
+    /// clients, with --redis-tls-key.
+    #[arg(long, env = "ANOCAST_REDIS_TLS_CERT", value_name = "FILE")]
+    pub(crate) redis_tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --redis-tls-cert.
+    #[arg(long, env = "ANOCAST_REDIS_TLS_KEY", value_name = "FILE")]
+    pub(crate) redis_tls_key: Option<PathBuf>,
 }
 
 /// Whose replies a dispatcher accepts in distributed mode.
@@ -200,14 +265,16 @@ pub(crate) struct DispatchArgs {
     #[command(flatten)]
     pub(crate) node: NodeUrl,
     /// Dispatch straight into a mesh as a plugin-less client, instead of
-    /// through a node's HTTP API (needs --redis).
-    #[arg(long, env = "ANOCAST_NATS", value_name = "URL", requires = "redis")]
+    /// through a node's HTTP API (needs --redis); the URL as for `serve`.
+    #[arg(long, env = "ANOCAST_NATS", value_name = "URL", requires = "redis", hide_env_values = true)]
     pub(crate) nats: Option<String>,
     /// The mesh's Redis (with --nats).
-    #[arg(long, env = "ANOCAST_REDIS", value_name = "URL", requires = "nats")]
+    #[arg(long, env = "ANOCAST_REDIS", value_name = "URL", requires = "nats", hide_env_values = true)]
     pub(crate) redis: Option<String>,
     #[command(flatten)]
     pub(crate) trust: TrustArgs,
+    #[command(flatten)]
+    pub(crate) auth: AuthArgs,
 }
 
 #[derive(Debug, Args)]
@@ -215,6 +282,56 @@ pub(crate) struct NodeUrl {
     /// URL of a running node's HTTP API.
     #[arg(long, env = "ANOCAST_URL", value_name = "URL", default_value = "http://127.0.0.1:7700")]
     pub(crate) url: String,
+    /// A file holding the node's API token, sent as `Authorization: Bearer`
+    /// (or the token itself in ANOCAST_API_TOKEN).
+    #[arg(long, env = "ANOCAST_API_TOKEN_FILE", value_name = "FILE")]
+    pub(crate) api_token_file: Option<PathBuf>,
+}
+
+impl NodeUrl {
+    /// A client of the node, with its token if one is given.
+    pub(crate) fn client(&self) -> anyhow::Result<crate::client::Client> {
+        let token = crate::settings::api_token(self.api_token_file.as_deref())?;
+        crate::client::Client::new(&self.url, token)
+    }
+}
+
+/// The HTTP API's guards and limits.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "HTTP API")]
+pub(crate) struct HttpArgs {
+    /// A file holding the API token (at least 16 characters) that requests
+    /// must carry as `Authorization: Bearer <token>`; or the token itself
+    /// in ANOCAST_API_TOKEN. Required when --http is not a loopback
+    /// address.
+    #[arg(long, env = "ANOCAST_API_TOKEN_FILE", value_name = "FILE")]
+    pub(crate) api_token_file: Option<PathBuf>,
+    /// A DNS name of this node that requests may use in their Host header
+    /// (repeatable); IP addresses and localhost always may. Others are
+    /// refused, which stops DNS rebinding.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) allowed_host: Vec<String>,
+    /// An origin (https://app.example) whose web pages may call the API
+    /// (CORS; repeatable). By default no other origin may.
+    #[arg(long, value_name = "ORIGIN")]
+    pub(crate) cors_origin: Vec<String>,
+    /// Longest wait for a request's headers (and for an idle connection's
+    /// next request).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) http_header_timeout: Option<Duration>,
+    /// Longest wait for a request's whole body.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) http_body_timeout: Option<Duration>,
+    /// Longest a whole request may take; a dispatch's timeout must fit.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) http_request_timeout: Option<Duration>,
+    /// Most HTTP connections open at once; more are closed at once.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub(crate) http_max_connections: Option<u32>,
+    /// Most dispatch and settle requests in flight; more are answered 503
+    /// with Retry-After.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub(crate) http_max_concurrent: Option<u32>,
 }
 
 #[derive(Debug, Args)]
@@ -330,8 +447,14 @@ pub(crate) fn guess_content_type(payload: &[u8]) -> &'static str {
 fn library_defaults() -> Vec<(&'static str, String)> {
     let (runtime, settle, nesting) = (RuntimeConfig::default(), SettleConfig::default(), NestingConfig::default());
     let task = DispatchOptions::default();
+    let http = anocast::gateway::GatewayConfig::default();
     let time = |d| humantime::format_duration(d).to_string();
     vec![
+        ("http_header_timeout", time(http.header_timeout)),
+        ("http_body_timeout", time(http.body_timeout)),
+        ("http_request_timeout", time(http.request_timeout)),
+        ("http_max_connections", http.max_connections.to_string()),
+        ("http_max_concurrent", http.max_concurrent.to_string()),
         ("timeout", time(task.timeout)),
         ("grace", time(task.grace)),
         ("settle", task.settle.as_str().to_owned()),

@@ -17,14 +17,29 @@ pub struct Client {
     http: reqwest::Client,
 }
 
+/// The `Authorization` header of `token`, marked sensitive (kept out of
+/// reqwest's debug output).
+fn bearer(token: &anocast::Secret) -> anyhow::Result<reqwest::header::HeaderValue> {
+    let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.expose()))
+        .map_err(|_| anyhow::anyhow!("the API token holds characters a header cannot carry"))?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
 impl Client {
-    /// A client of the node at `url` (`http://host:port`).
-    pub fn new(url: &str) -> anyhow::Result<Self> {
+    /// A client of the node at `url` (`http://host:port`), sending `token`
+    /// with every request when there is one.
+    pub fn new(url: &str, token: Option<anocast::Secret>) -> anyhow::Result<Self> {
         let base = Url::parse(url).with_context(|| format!("invalid --url {url:?}"))?;
         if !matches!(base.scheme(), "http" | "https") || base.host().is_none() {
             bail!("invalid --url {url:?}: expected http://HOST:PORT");
         }
-        let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build()?;
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = &token {
+            headers.insert(reqwest::header::AUTHORIZATION, bearer(token)?);
+        }
+        let http =
+            reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).default_headers(headers).build()?;
         Ok(Client { base, http })
     }
 

@@ -5,9 +5,16 @@
 //! ```toml
 //! plugins = "target/plugins"
 //! http = "127.0.0.1:7700"
+//! api_token_file = "/etc/anocast/api.token"
+//! allowed_hosts = ["node-a.example"]
+//! http_max_concurrent = 128
 //! node_id = "node-a"
 //! nats = "nats://127.0.0.1:4222"
 //! redis = "redis://127.0.0.1:6379"
+//! nats_creds = "/etc/anocast/node.creds"
+//! nats_tls_ca = "/etc/anocast/ca.pem"
+//! redis_user = "anocast"
+//! redis_password = "..."   # a file holding a secret: keep it owner-only
 //! liveness = "3s"
 //! key = "/etc/anocast/node.key"
 //! data_dir = "/var/lib/anocast"
@@ -39,6 +46,29 @@ pub struct FileConfig {
     pub node_id: Option<String>,
     pub nats: Option<String>,
     pub redis: Option<String>,
+    pub api_token_file: Option<PathBuf>,
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    #[serde(default)]
+    pub cors_origins: Vec<String>,
+    pub http_header_timeout: Option<String>,
+    pub http_body_timeout: Option<String>,
+    pub http_request_timeout: Option<String>,
+    pub http_max_connections: Option<u32>,
+    pub http_max_concurrent: Option<u32>,
+    pub nats_user: Option<String>,
+    pub nats_password: Option<String>,
+    pub nats_token: Option<String>,
+    pub nats_nkey: Option<PathBuf>,
+    pub nats_creds: Option<PathBuf>,
+    pub nats_tls_ca: Option<PathBuf>,
+    pub nats_tls_cert: Option<PathBuf>,
+    pub nats_tls_key: Option<PathBuf>,
+    pub redis_user: Option<String>,
+    pub redis_password: Option<String>,
+    pub redis_tls_ca: Option<PathBuf>,
+    pub redis_tls_cert: Option<PathBuf>,
+    pub redis_tls_key: Option<PathBuf>,
     pub liveness: Option<String>,
     pub key: Option<PathBuf>,
     pub data_dir: Option<PathBuf>,

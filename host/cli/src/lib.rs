@@ -82,10 +82,10 @@ fn init_tracing(default_level: &str) {
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let ok = |()| ExitCode::SUCCESS;
     match cli.command {
-        Command::Serve(args) => serve::serve(args).await.map(ok),
+        Command::Serve(args) => serve::serve(*args).await.map(ok),
         Command::Run(args) => run::run(args).await,
-        Command::Dispatch(args) => dispatch::dispatch(args).await,
-        Command::Plugins(PluginsCommand::List { node, json, all }) => plugins::list(&node.url, json, all).await.map(ok),
+        Command::Dispatch(args) => dispatch::dispatch(*args).await,
+        Command::Plugins(PluginsCommand::List { node, json, all }) => plugins::list(&node, json, all).await.map(ok),
         Command::Plugins(PluginsCommand::Check { file }) => plugins::check(&file).await.map(ok),
         Command::New(args) => author::new(args).map(ok),
         Command::Build(args) => tokio::task::spawn_blocking(move || author::build(args)).await?.map(ok),

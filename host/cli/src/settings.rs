@@ -4,16 +4,18 @@
 //! host gets its [`HostConfig`] from here, merged once.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anocast::dispatch::NestingConfig;
+use anocast::gateway::GatewayConfig;
 use anocast::ledger::Liveness;
 use anocast::runtime::RuntimeConfig;
 use anocast::settle::SettleConfig;
-use anocast::{HostConfig, MeshConfig};
+use anocast::{HostConfig, MeshConfig, NatsAuth, RedisAuth, Secret, TlsFiles};
 use anyhow::{Context, bail};
 
-use crate::args::{DispatchArgs, LimitArgs, MeshArgs, RunArgs, ServeArgs};
+use crate::args::{AuthArgs, DispatchArgs, HttpArgs, LimitArgs, MeshArgs, RunArgs, ServeArgs};
 use crate::config::FileConfig;
 
 /// The HTTP API's address when neither a flag nor the file gives one.
@@ -26,6 +28,68 @@ pub(crate) struct Serve {
     pub(crate) host: HostConfig,
     /// Where the HTTP API listens.
     pub(crate) http: SocketAddr,
+    /// How the HTTP API is guarded and bounded.
+    pub(crate) gateway: GatewayConfig,
+}
+
+/// The API token: the file's first line when a file is given, else
+/// `ANOCAST_API_TOKEN`. A token file others may read is warned about.
+pub(crate) fn api_token(file: Option<&Path>) -> anyhow::Result<Option<Secret>> {
+    let Some(path) = file else {
+        return Ok(std::env::var("ANOCAST_API_TOKEN").ok().filter(|t| !t.is_empty()).map(Secret::new));
+    };
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read the API token file {}", path.display()))?;
+    let token = text.lines().next().unwrap_or_default().trim();
+    anyhow::ensure!(!token.is_empty(), "the API token file {} is empty", path.display());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o077 != 0) {
+            tracing::warn!(file = %path.display(), "the API token file can be read by other users; chmod 600 it");
+        }
+    }
+    Ok(Some(Secret::new(token)))
+}
+
+/// The HTTP API's guards: flags over the file over the library's defaults.
+fn gateway(args: &HttpArgs, file: &FileConfig) -> anyhow::Result<GatewayConfig> {
+    let defaults = GatewayConfig::default();
+    let pick = |flag: &Vec<String>, key: &Vec<String>| if flag.is_empty() { key.clone() } else { flag.clone() };
+    Ok(GatewayConfig {
+        token: api_token(args.api_token_file.as_deref().or(file.api_token_file.as_deref()))?,
+        allowed_hosts: pick(&args.allowed_host, &file.allowed_hosts),
+        cors_origins: pick(&args.cors_origin, &file.cors_origins),
+        header_timeout: duration(
+            args.http_header_timeout,
+            file,
+            "http_header_timeout",
+            file.http_header_timeout.as_deref(),
+            defaults.header_timeout,
+        )?,
+        body_timeout: duration(
+            args.http_body_timeout,
+            file,
+            "http_body_timeout",
+            file.http_body_timeout.as_deref(),
+            defaults.body_timeout,
+        )?,
+        request_timeout: duration(
+            args.http_request_timeout,
+            file,
+            "http_request_timeout",
+            file.http_request_timeout.as_deref(),
+            defaults.request_timeout,
+        )?,
+        max_connections: args
+            .http_max_connections
+            .or(file.http_max_connections)
+            .map_or(defaults.max_connections, |n| n as usize),
+        max_concurrent: args
+            .http_max_concurrent
+            .or(file.http_max_concurrent)
+            .map_or(defaults.max_concurrent, |n| n as usize),
+    })
 }
 
 /// A duration: the flag's, else the file's (parsed), else `default`.
@@ -98,6 +162,35 @@ fn mesh(nats: Option<String>, redis: Option<String>, liveness: Option<Duration>)
     }
 }
 
+/// The credentials of both connections: each flag (or variable) over the
+/// file's key of the same name.
+fn auth(args: &AuthArgs, file: &FileConfig) -> (NatsAuth, RedisAuth) {
+    let pick = |flag: &Option<PathBuf>, key: &Option<PathBuf>| flag.clone().or(key.clone());
+    let secret = |flag: &Option<String>, key: &Option<String>| flag.clone().or(key.clone()).map(Secret::new);
+    let nats = NatsAuth {
+        user: args.nats_user.clone().or(file.nats_user.clone()),
+        password: secret(&args.nats_password, &file.nats_password),
+        token: secret(&args.nats_token, &file.nats_token),
+        nkey: pick(&args.nats_nkey, &file.nats_nkey),
+        creds: pick(&args.nats_creds, &file.nats_creds),
+        tls: TlsFiles {
+            ca: pick(&args.nats_tls_ca, &file.nats_tls_ca),
+            cert: pick(&args.nats_tls_cert, &file.nats_tls_cert),
+            key: pick(&args.nats_tls_key, &file.nats_tls_key),
+        },
+    };
+    let redis = RedisAuth {
+        user: args.redis_user.clone().or(file.redis_user.clone()),
+        password: secret(&args.redis_password, &file.redis_password),
+        tls: TlsFiles {
+            ca: pick(&args.redis_tls_ca, &file.redis_tls_ca),
+            cert: pick(&args.redis_tls_cert, &file.redis_tls_cert),
+            key: pick(&args.redis_tls_key, &file.redis_tls_key),
+        },
+    };
+    (nats, redis)
+}
+
 fn serve_mesh(args: &MeshArgs, file: &FileConfig) -> anyhow::Result<Option<MeshConfig>> {
     let liveness = match args.liveness {
         Some(d) => Some(d),
@@ -108,6 +201,7 @@ fn serve_mesh(args: &MeshArgs, file: &FileConfig) -> anyhow::Result<Option<MeshC
     else {
         return Ok(None);
     };
+    (mesh.nats_auth, mesh.redis_auth) = auth(&args.auth, file);
     mesh.key = args.key.clone().or(file.key.clone());
     mesh.data_dir = args.data_dir.clone().or(file.data_dir.clone());
     mesh.trust = if args.trust.trust.is_empty() { file.trust.clone() } else { args.trust.trust.clone() };
@@ -149,7 +243,9 @@ pub(crate) fn serve(args: &ServeArgs) -> anyhow::Result<Serve> {
         nesting: nesting(&args.limits, &file)?,
         settle: settle(&args.limits, &file)?,
     };
-    Ok(Serve { host, http })
+    let gateway = gateway(&args.http_api, &file)?;
+    gateway.check(http)?;
+    Ok(Serve { host, http, gateway })
 }
 
 /// `anocast run`'s settings: flags over defaults (it reads no file).
@@ -174,6 +270,7 @@ pub(crate) fn client(args: &DispatchArgs) -> anyhow::Result<Option<HostConfig>> 
     let Some(mut mesh) = mesh(args.nats.clone(), args.redis.clone(), None)? else { return Ok(None) };
     mesh.trust = args.trust.trust.clone();
     mesh.trust_mesh = args.trust.trust_mesh;
+    (mesh.nats_auth, mesh.redis_auth) = auth(&args.auth, &FileConfig::default());
     Ok(Some(HostConfig {
         plugins: None,
         node_id: format!("client-{}", std::process::id()),

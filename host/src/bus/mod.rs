@@ -153,6 +153,11 @@ pub trait Bus: Send + Sync + 'static {
     /// when the bus knows (in-process it does; over a network it does not).
     async fn broadcast(&self, task: Arc<Task>, inbox: &mut Inbox) -> Result<Option<usize>, BusError>;
 
+    /// The largest payload a task may carry on this bus.
+    fn max_payload(&self) -> usize {
+        usize::MAX
+    }
+
     /// Tells the mesh that this node's plugin set changed (`event` is a
     /// JSON object, see `docs/protocol.md`). In-process there is no one to
     /// tell.

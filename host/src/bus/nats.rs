@@ -25,7 +25,7 @@ use std::time::{Duration, SystemTime};
 
 use anocast_wire::envelope::Sealed;
 use anocast_wire::{Ack, Envelope};
-use async_nats::{Client, Message};
+use async_nats::{Client, ConnectOptions, Message};
 use async_trait::async_trait;
 use futures::{FutureExt, StreamExt};
 use rustc_hash::FxHashSet;
@@ -36,6 +36,7 @@ use super::{
     Bus, BusError, ErrorKind, Inbox, Partial, Reply, ReplySink, ReplyTo, SettleReceiver, Subscription, Task,
     TaskReceiver, WorkerId,
 };
+use crate::credentials::{NatsAuth, UrlCredentials, strip_credentials};
 use crate::topic::Pattern;
 use crate::trust::{Security, SecurityStats};
 
@@ -92,28 +93,34 @@ impl Drop for Unroute {
 }
 
 impl NatsBus {
-    /// Connects to `url` (e.g. `nats://127.0.0.1:4222`), waiting at most
-    /// `timeout` for the first connection; later disconnections are retried
-    /// for ever. Replies are signed and checked with `security`.
-    pub async fn connect(url: &str, name: &str, timeout: Duration, security: Arc<Security>) -> Result<Self, BusError> {
-        let options = async_nats::ConnectOptions::new()
-            .name(name)
-            .connection_timeout(timeout)
-            .max_reconnects(None)
-            .event_callback(|event| async move {
+    /// Connects to `url` (e.g. `nats://127.0.0.1:4222`, or several
+    /// comma-separated), authenticating as `auth` and the URL say, waiting
+    /// at most `timeout` for the first connection; later disconnections
+    /// are retried for ever. Replies are signed and checked with
+    /// `security`. No error or log line shows a password or token.
+    pub async fn connect(
+        url: &str,
+        auth: &NatsAuth,
+        name: &str,
+        timeout: Duration,
+        security: Arc<Security>,
+    ) -> Result<Self, BusError> {
+        let (addresses, options) = connect_options(url, auth).await?;
+        let options =
+            options.name(name).connection_timeout(timeout).max_reconnects(None).event_callback(|event| async move {
                 match event {
                     async_nats::Event::Connected => tracing::info!("connected to NATS"),
                     async_nats::Event::Disconnected => tracing::warn!("disconnected from NATS; reconnecting"),
                     other => tracing::debug!(event = %other, "NATS event"),
                 }
             });
-        let client = tokio::time::timeout(timeout, options.connect(url))
+        let client = tokio::time::timeout(timeout, options.connect(addresses.as_str()))
             .await
             .map_err(|_| {
                 BusError::new(
                     ErrorKind::TimedOut,
                     format!(
-                        "cannot connect to NATS at {url}: no answer within {}",
+                        "cannot connect to NATS at {addresses}: no answer within {}",
                         humantime::format_duration(timeout)
                     ),
                 )
@@ -127,7 +134,11 @@ impl NatsBus {
                     K::Tls => ErrorKind::Config,
                     _ => ErrorKind::Unreachable,
                 };
-                BusError::with_source(kind, format!("cannot connect to NATS at {url}"), e)
+                let what = match kind {
+                    ErrorKind::Refused => format!("NATS at {addresses} refused this node's credentials"),
+                    _ => format!("cannot connect to NATS at {addresses}"),
+                };
+                BusError::with_source(kind, what, e)
             })?;
         let prefix = client.new_inbox();
         let mut subscriber = client
@@ -175,6 +186,75 @@ impl NatsBus {
         });
         Ok(NatsBus { client, inboxes, security })
     }
+}
+
+/// The client options `url` and `auth` ask for, and the server addresses
+/// without their credentials. At most one way to authenticate; files are
+/// read here, so that a missing one is named before any connection.
+async fn connect_options(url: &str, auth: &NatsAuth) -> Result<(String, ConnectOptions), BusError> {
+    let config = |what: String| BusError::new(ErrorKind::Config, what);
+    let (addresses, in_url) = strip_credentials(url).map_err(|e| config(format!("--nats: {e}")))?;
+    let mut ways: Vec<&str> = Vec::new();
+    let mut options = ConnectOptions::new();
+    let (user, password) = match (&auth.user, &auth.password, &in_url) {
+        (Some(user), Some(password), _) => (Some(user.clone()), Some(password.clone())),
+        (None, Some(password), Some(UrlCredentials::User(user, _))) => (Some(user.clone()), Some(password.clone())),
+        (Some(user), None, Some(UrlCredentials::User(_, password))) => (Some(user.clone()), Some(password.clone())),
+        (None, None, Some(UrlCredentials::User(user, password))) => (Some(user.clone()), Some(password.clone())),
+        (Some(_), None, _) => {
+            return Err(config("--nats-user needs --nats-password (or ANOCAST_NATS_PASSWORD)".into()));
+        }
+        (None, Some(_), _) => return Err(config("--nats-password needs --nats-user (or a user in the URL)".into())),
+        (None, None, _) => (None, None),
+    };
+    if let (Some(user), Some(password)) = (user, password) {
+        ways.push("user and password");
+        options = options.user_and_password(user, password.expose().to_owned());
+    }
+    let token = auth.token.clone().or(match &in_url {
+        Some(UrlCredentials::Token(token)) => Some(token.clone()),
+        _ => None,
+    });
+    if let Some(token) = token {
+        ways.push("token");
+        options = options.token(token.expose().to_owned());
+    }
+    if let Some(path) = &auth.nkey {
+        ways.push("nkey");
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| config(format!("cannot read the NATS nkey seed file {}: {e}", path.display())))?;
+        let seed = text
+            .split_whitespace()
+            .find(|word| word.starts_with("SU"))
+            .ok_or_else(|| config(format!("{} holds no user nkey seed (a line starting with SU)", path.display())))?;
+        options = options.nkey(seed.to_owned());
+    }
+    if let Some(path) = &auth.creds {
+        ways.push("credentials file");
+        options = options
+            .credentials_file(path)
+            .await
+            .map_err(|e| config(format!("cannot use the NATS credentials file {}: {e}", path.display())))?;
+    }
+    if ways.len() > 1 {
+        return Err(config(format!("give one way to authenticate to NATS, not {}", ways.join(" and "))));
+    }
+    let tls = &auth.tls;
+    for path in [&tls.ca, &tls.cert, &tls.key].into_iter().flatten() {
+        std::fs::metadata(path).map_err(|e| config(format!("cannot read TLS file {}: {e}", path.display())))?;
+    }
+    if let Some(ca) = &tls.ca {
+        options = options.add_root_certificates(ca.clone());
+    }
+    match (&tls.cert, &tls.key) {
+        (Some(cert), Some(key)) => options = options.add_client_certificate(cert.clone(), key.clone()),
+        (None, None) => {}
+        _ => return Err(config("a NATS client certificate needs both --nats-tls-cert and --nats-tls-key".into())),
+    }
+    if tls.any() {
+        options = options.require_tls(true);
+    }
+    Ok((addresses, options))
 }
 
 /// Opens the envelopes of `messages`, keeps those a trusted key signed for
@@ -327,8 +407,16 @@ impl NatsSink {
     }
 }
 
+/// Room left in a NATS message for a task's headers (ancestry, expected
+/// groups, signature) next to its payload.
+const HEADER_ROOM: usize = 64 << 10;
+
 #[async_trait]
 impl Bus for NatsBus {
+    fn max_payload(&self) -> usize {
+        self.client.server_info().max_payload.saturating_sub(HEADER_ROOM)
+    }
+
     async fn open_inbox(&self, task: &Task) -> Result<Inbox, BusError> {
         let id = self.inboxes.next.fetch_add(1, Ordering::Relaxed);
         let inbox = Inbox::new(format!("{}.{id}", self.inboxes.prefix), Box::new(()));

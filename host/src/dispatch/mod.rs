@@ -73,6 +73,9 @@ pub enum DispatchError {
     /// The options are out of range.
     #[error("{0}")]
     InvalidOptions(String),
+    /// The payload is larger than the bus carries.
+    #[error("{0}")]
+    TooLarge(String),
     /// The bus failed.
     #[error(transparent)]
     Bus(#[from] crate::bus::BusError),
@@ -141,6 +144,13 @@ impl Dispatcher {
             return Err(DispatchError::InvalidOptions(format!(
                 "timeout must be between 1 ms and {}",
                 humantime::format_duration(MAX_TIMEOUT)
+            )));
+        }
+        let most = self.bus.max_payload();
+        if payload.len() > most {
+            return Err(DispatchError::TooLarge(format!(
+                "the payload is {} bytes; the bus carries at most {most}",
+                payload.len()
             )));
         }
         let started = Instant::now();

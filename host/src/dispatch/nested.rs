@@ -137,7 +137,7 @@ impl Nesting {
             DispatchOptions { grace: options.grace.unwrap_or(defaults.grace), timeout, content_type, ..defaults };
         match self.dispatcher.run(topic, payload, &options, ancestry).await {
             Ok(outcome) => Ok(outcome),
-            Err(DispatchError::InvalidOptions(why)) => Err(NestError::Invalid(why)),
+            Err(DispatchError::InvalidOptions(why) | DispatchError::TooLarge(why)) => Err(NestError::Invalid(why)),
             Err(err) => Err(NestError::Failed(err.to_string())),
         }
     }

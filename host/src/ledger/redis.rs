@@ -23,11 +23,12 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::Script;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{IntoConnectionInfo, Script};
 use tokio::sync::mpsc;
 
 use super::{Declaration, ErrorKind, Ledger, LedgerError};
+use crate::credentials::{RedisAuth, redact_url};
 
 /// Pushes the worker unless the window has closed, and counts the answer.
 /// Returns `{accepted, closed, declared workers...}`: `closed` is 1 when
@@ -133,10 +134,48 @@ fn closed_list(values: &[redis::Value], at: usize) -> Result<Option<Vec<String>>
 
 /// Connects to Redis with bounded connection and response times, so that
 /// a Redis outage fails calls instead of hanging them; the connection is
-/// re-established on its own.
-pub async fn connect(url: &str, timeout: Duration) -> Result<ConnectionManager, LedgerError> {
-    let client = redis::Client::open(url)
-        .map_err(|e| LedgerError::with_source(ErrorKind::Config, format!("invalid Redis URL {url:?}"), e))?;
+/// re-established on its own. `auth` adds to what the URL says: an ACL user
+/// and password, and TLS files for a `rediss://` URL. No error shows the
+/// password.
+pub async fn connect(url: &str, auth: &RedisAuth, timeout: Duration) -> Result<ConnectionManager, LedgerError> {
+    let shown = redact_url(url);
+    let config = |what: String| LedgerError::new(ErrorKind::Config, what);
+    let mut info = url
+        .into_connection_info()
+        .map_err(|e| config(format!("invalid Redis URL {shown}: {}", redact_url(&e.to_string()))))?;
+    let mut settings = info.redis_settings().clone();
+    if let Some(user) = &auth.user {
+        settings = settings.set_username(user);
+    }
+    if let Some(password) = &auth.password {
+        settings = settings.set_password(password.expose());
+    }
+    info = info.set_redis_settings(settings);
+    let tls = &auth.tls;
+    let client = if tls.any() {
+        if !matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. }) {
+            return Err(config(format!("the Redis TLS files need a rediss:// URL, not {shown}")));
+        }
+        let read = |path: &std::path::Path| {
+            std::fs::read(path).map_err(|e| config(format!("cannot read TLS file {}: {e}", path.display())))
+        };
+        let client_tls = match (&tls.cert, &tls.key) {
+            (Some(cert), Some(key)) => {
+                Some(redis::ClientTlsConfig { client_cert: read(cert)?, client_key: read(key)? })
+            }
+            (None, None) => None,
+            _ => {
+                return Err(config(
+                    "a Redis client certificate needs both --redis-tls-cert and --redis-tls-key".into(),
+                ));
+            }
+        };
+        let root_cert = tls.ca.as_deref().map(read).transpose()?;
+        redis::Client::build_with_tls(info, redis::TlsCertificates { client_tls, root_cert })
+    } else {
+        redis::Client::open(info)
+    }
+    .map_err(|e| LedgerError::with_source(ErrorKind::Config, format!("cannot use Redis URL {shown}"), e))?;
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(timeout))
         .set_response_timeout(Some(timeout))
@@ -145,9 +184,9 @@ pub async fn connect(url: &str, timeout: Duration) -> Result<ConnectionManager, 
     tokio::time::timeout(timeout * 2, ConnectionManager::new_with_config(client, config))
         .await
         .map_err(|_| {
-            LedgerError::new(ErrorKind::TimedOut, format!("cannot connect to Redis at {url}: no answer in time"))
+            LedgerError::new(ErrorKind::TimedOut, format!("cannot connect to Redis at {shown}: no answer in time"))
         })?
-        .map_err(|e| LedgerError::redis(format!("cannot connect to Redis at {url}"), e))
+        .map_err(|e| LedgerError::redis(format!("cannot connect to Redis at {shown}"), e))
 }
 
 /// Forgets a list whose window is closed: its closed marker stays.

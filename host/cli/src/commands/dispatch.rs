@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use crate::args::DispatchArgs;
-use crate::{client, settings};
+use crate::settings;
 
 /// Dispatches the task and prints the outcome JSON.
 pub(crate) async fn dispatch(args: DispatchArgs) -> anyhow::Result<ExitCode> {
@@ -15,7 +15,7 @@ pub(crate) async fn dispatch(args: DispatchArgs) -> anyhow::Result<ExitCode> {
             let outcome = host.dispatcher().dispatch(topic, payload, &options).await?;
             serde_json::from_str(&outcome.to_json())?
         }
-        None => client::Client::new(&args.node.url)?.dispatch(&topic, payload, &options).await?,
+        None => args.node.client()?.dispatch(&topic, payload, &options).await?,
     };
     println!("{}", serde_json::to_string_pretty(&outcome)?);
     Ok(crate::exit_for(outcome["status"].as_str()))

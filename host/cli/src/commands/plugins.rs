@@ -8,8 +8,8 @@ use anyhow::{Context, bail};
 use crate::client;
 
 /// Prints a running node's plugins (and, with `all`, the mesh's).
-pub(crate) async fn list(url: &str, json: bool, all: bool) -> anyhow::Result<()> {
-    let answer = client::Client::new(url)?.plugins().await?;
+pub(crate) async fn list(node: &crate::args::NodeUrl, json: bool, all: bool) -> anyhow::Result<()> {
+    let answer = node.client()?.plugins().await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&answer)?);
     } else {

@@ -26,7 +26,10 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         mode = if host.is_distributed() { "distributed" } else { "embedded" },
         "serving the HTTP API on http://{address}"
     );
-    anocast::gateway::serve(listener, host.clone(), shutdown_signal()).await.context("the HTTP server failed")?;
+    let stats = Arc::new(anocast::gateway::HttpStats::default());
+    anocast::gateway::serve(listener, host.clone(), settings.gateway, stats, shutdown_signal())
+        .await
+        .context("the HTTP server failed")?;
     if let Ok(host) = Arc::try_unwrap(host) {
         host.shutdown().await;
     }

@@ -5,12 +5,11 @@ use anocast::Decision;
 use anyhow::Context;
 
 use crate::args::SettleArgs;
-use crate::client;
 
 /// Sends the decision and prints the node's answer.
 pub(crate) async fn settle(args: SettleArgs) -> anyhow::Result<()> {
     let decision = Decision::parse(&args.decision).context("the decision must be commit or abort")?;
-    let answer = client::Client::new(&args.node.url)?.settle(&args.request_id, decision).await?;
+    let answer = args.node.client()?.settle(&args.request_id, decision).await?;
     println!("{}", serde_json::to_string_pretty(&answer)?);
     Ok(())
 }
