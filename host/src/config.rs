@@ -68,6 +68,10 @@ pub struct MeshConfig {
     pub trust: Vec<PathBuf>,
     /// Also trust every node registered in the mesh (development only).
     pub trust_mesh: bool,
+    /// Most tasks from the mesh the node runs (or waits to run) at once;
+    /// more are answered `busy` at once, so that a flood is turned away
+    /// instead of filling memory.
+    pub max_tasks: usize,
 }
 
 impl MeshConfig {
@@ -84,6 +88,7 @@ impl MeshConfig {
             data_dir: None,
             trust: Vec::new(),
             trust_mesh: false,
+            max_tasks: crate::bus::DEFAULT_MAX_TASKS,
         }
     }
 
@@ -111,6 +116,7 @@ impl std::fmt::Debug for MeshConfig {
             .field("data_dir", &self.data_dir)
             .field("trust", &self.trust)
             .field("trust_mesh", &self.trust_mesh)
+            .field("max_tasks", &self.max_tasks)
             .finish()
     }
 }

@@ -95,7 +95,8 @@ impl Host {
                     mesh.connect_timeout,
                     security.clone(),
                 )
-                .await?;
+                .await?
+                .with_max_tasks(mesh.max_tasks);
                 let conn = ledger::connect_redis(&mesh.redis, &mesh.redis_auth, mesh.connect_timeout).await?;
                 // A node (a host with a plugins folder, even an empty one:
                 // plugins may be dropped in later) registers; a plugin-less

@@ -73,7 +73,7 @@ pub mod trust;
 pub use anocast_wire;
 
 pub use anocast_wire::names;
-pub use bus::Decision;
+pub use bus::{DEFAULT_MAX_TASKS, Decision};
 pub use bus::{Partial, WorkerId};
 pub use config::{HostConfig, MeshConfig, default_node_id};
 pub use credentials::{NatsAuth, RedisAuth, Secret, TlsFiles};

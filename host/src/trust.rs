@@ -194,6 +194,12 @@ pub struct SecurityStats {
     pub duplicate: AtomicU64,
     /// Interest list entries that are not a trusted signer's declaration.
     pub untrusted_declarations: AtomicU64,
+    /// Tasks that could not be decoded, or had no reply subject.
+    pub malformed_tasks: AtomicU64,
+    /// Tasks whose deadline lay further ahead than any dispatch may ask.
+    pub far_deadlines: AtomicU64,
+    /// Tasks answered `busy` because the node had its most tasks in flight.
+    pub busy: AtomicU64,
 }
 
 impl SecurityStats {

@@ -18,7 +18,8 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 const AFTER_HELP: &str = "\
 Exit status: 0 success (for a dispatch: it completed), 1 error, 2 bad usage,
 3 the dispatch ended no_interest, 4 it ended timed_out, 5 it ended incomplete
-(a declared worker's node died).
+(a declared worker's node died), 6 it ended overloaded (nobody declared and
+some nodes were too busy to ask their plugins: retry later).
 
 Environment: ANOCAST_LOG (or RUST_LOG) sets the log filter, e.g. `debug` or
 `anocast=debug`; logs go to stderr.";
@@ -114,7 +115,7 @@ pub(crate) struct ServeArgs {
     /// api_token_file, allowed_hosts, cors_origins, http_header_timeout,
     /// http_body_timeout, http_request_timeout, http_max_connections,
     /// http_max_concurrent,
-    /// liveness, key, data_dir, trust (a list), trust_mesh, memory_limit_mib,
+    /// liveness, max_tasks, key, data_dir, trust (a list), trust_mesh, memory_limit_mib,
     /// call_timeout, max_instances, warm_instances, max_depth, nested_margin, stage_expiry,
     /// store_retention. Flags and ANOCAST_* variables override it.
     #[arg(long, env = "ANOCAST_CONFIG", value_name = "FILE")]
@@ -172,6 +173,11 @@ pub(crate) struct MeshArgs {
     /// ~/.local/share/anocast/<node-id>].
     #[arg(long, env = "ANOCAST_DATA_DIR", value_name = "DIR")]
     pub(crate) data_dir: Option<PathBuf>,
+    /// Most tasks from the mesh this node runs (or waits to run) at once;
+    /// more are answered `busy` at once, and a dispatch that only met busy
+    /// nodes ends `overloaded`.
+    #[arg(long, env = "ANOCAST_MAX_TASKS", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub(crate) max_tasks: Option<u32>,
     #[command(flatten)]
     pub(crate) trust: TrustArgs,
     #[command(flatten)]
@@ -469,6 +475,7 @@ fn library_defaults() -> Vec<(&'static str, String)> {
         ("stage_expiry", time(settle.expiry)),
         ("store_retention", time(settle.retention)),
         ("liveness", time(Liveness::default().ttl)),
+        ("max_tasks", anocast::DEFAULT_MAX_TASKS.to_string()),
     ]
 }
 

@@ -70,6 +70,7 @@ pub struct FileConfig {
     pub redis_tls_cert: Option<PathBuf>,
     pub redis_tls_key: Option<PathBuf>,
     pub liveness: Option<String>,
+    pub max_tasks: Option<u32>,
     pub key: Option<PathBuf>,
     pub data_dir: Option<PathBuf>,
     #[serde(default)]
@@ -101,6 +102,9 @@ impl FileConfig {
         }
         if let Some(n) = config.warm_instances {
             anyhow::ensure!(n <= 1000, "{}: warm_instances must be 0-1000", path.display());
+        }
+        if let Some(n) = config.max_tasks {
+            anyhow::ensure!((1..=1_000_000).contains(&n), "{}: max_tasks must be 1-1000000", path.display());
         }
         if let Some(n) = config.max_depth {
             anyhow::ensure!(n <= 64, "{}: max_depth must be 0-64", path.display());

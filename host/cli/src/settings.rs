@@ -202,6 +202,9 @@ fn serve_mesh(args: &MeshArgs, file: &FileConfig) -> anyhow::Result<Option<MeshC
         return Ok(None);
     };
     (mesh.nats_auth, mesh.redis_auth) = auth(&args.auth, file);
+    if let Some(n) = args.max_tasks.or(file.max_tasks) {
+        mesh.max_tasks = n as usize;
+    }
     mesh.key = args.key.clone().or(file.key.clone());
     mesh.data_dir = args.data_dir.clone().or(file.data_dir.clone());
     mesh.trust = if args.trust.trust.is_empty() { file.trust.clone() } else { args.trust.trust.clone() };

@@ -114,6 +114,10 @@ impl fmt::Display for WorkerId {
 
 pub use anocast_wire::Interest;
 
+/// Longest deadline a dispatch may ask for. A node refuses a task whose
+/// deadline lies further ahead (with a minute's allowance for clocks).
+pub const MAX_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// One worker's reply: ok with payload bytes, or an error.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Partial {

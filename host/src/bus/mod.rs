@@ -28,8 +28,54 @@ use futures::stream::FuturesUnordered;
 use tokio::sync::mpsc;
 
 pub use local::LocalBus;
-pub use message::{Ancestor, Decision, Interest, Partial, Reply, Task, WorkerId};
+pub use message::{Ancestor, Decision, Interest, MAX_TIMEOUT, Partial, Reply, Task, WorkerId};
+pub use nats::DEFAULT_MAX_TASKS;
+
+/// Lets a log line through at most once per ten seconds per call site;
+/// the lines held back meanwhile are counted into the next one. Hostile
+/// peers can send bad messages faster than a log can take them; every one
+/// is still counted in its rejection counter.
+pub(crate) struct LogGate {
+    last_ms: std::sync::atomic::AtomicU64,
+    held: std::sync::atomic::AtomicU64,
+}
+
+impl LogGate {
+    const QUIET_MS: u64 = 10_000;
+
+    pub(crate) const fn new() -> Self {
+        LogGate { last_ms: std::sync::atomic::AtomicU64::new(0), held: std::sync::atomic::AtomicU64::new(0) }
+    }
+
+    /// `Some(lines held back)` when a line may be written now.
+    pub(crate) fn pass(&self) -> Option<u64> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+        let last = self.last_ms.load(Relaxed);
+        if now.saturating_sub(last) >= Self::QUIET_MS
+            && self.last_ms.compare_exchange(last, now, Relaxed, Relaxed).is_ok()
+        {
+            Some(self.held.swap(0, Relaxed))
+        } else {
+            self.held.fetch_add(1, Relaxed);
+            None
+        }
+    }
+}
+
+/// `tracing::warn!`, at most once per ten seconds per call site (see
+/// [`LogGate`]), with the number of lines held back as `held_back`.
+macro_rules! warn_limited {
+    ($($arg:tt)+) => {{
+        static GATE: $crate::bus::LogGate = $crate::bus::LogGate::new();
+        if let Some(held_back) = GATE.pass() {
+            tracing::warn!(held_back, $($arg)+);
+        }
+    }};
+}
 pub use nats::NatsBus;
+pub(crate) use warn_limited;
 
 use crate::topic::Pattern;
 
@@ -121,6 +167,10 @@ pub trait TaskReceiver: Send + Sync {
     /// Takes one task and returns the work of handling it, which the bus
     /// runs (spawned, or in the dispatcher's task when that is cheaper).
     fn receive(&self, task: Arc<Task>, reply_to: &dyn ReplyTo) -> Work;
+
+    /// Answers a task the node has no room for: an acknowledgement that
+    /// says so, at once, without asking the plugin or running anything.
+    fn busy(&self, task: Arc<Task>, reply_to: &dyn ReplyTo) -> Work;
 }
 
 /// What a node does with each settle decision it hears of.

@@ -30,12 +30,12 @@ use async_trait::async_trait;
 use futures::{FutureExt, StreamExt};
 use rustc_hash::FxHashSet;
 
-use super::Decision;
 use super::wire::{SETTLE_SUBJECT, decode_settle, decode_task, encode_settle, encode_task, task_subject, unix_ms};
 use super::{
     Bus, BusError, ErrorKind, Inbox, Partial, Reply, ReplySink, ReplyTo, SettleReceiver, Subscription, Task,
     TaskReceiver, WorkerId,
 };
+use super::{Decision, MAX_TIMEOUT, warn_limited};
 use crate::credentials::{NatsAuth, UrlCredentials, strip_credentials};
 use crate::topic::Pattern;
 use crate::trust::{Security, SecurityStats};
@@ -57,7 +57,20 @@ pub struct NatsBus {
     client: Client,
     inboxes: Arc<Inboxes>,
     security: Arc<Security>,
+    /// Room for tasks in flight on this node, over all its plugins.
+    intake: Arc<tokio::sync::Semaphore>,
 }
+
+/// Most tasks from the mesh a node runs (or waits to run) at once, unless
+/// configured otherwise.
+pub const DEFAULT_MAX_TASKS: usize = 1024;
+
+/// Messages one subscription buffers before its pump reads them.
+const SUBSCRIPTION_CAPACITY: usize = 256;
+
+/// How far a task's deadline may lie beyond [`MAX_TIMEOUT`], for clocks
+/// that disagree.
+const CLOCK_ALLOWANCE: Duration = Duration::from_secs(60);
 
 /// All of this connection's dispatch inboxes share one wildcard subscription
 /// (`<prefix>.*`); replies are routed to each by the last token. That spares
@@ -184,7 +197,17 @@ impl NatsBus {
             _pump: AbortOnDrop(pump),
             _lifecycle: AbortOnDrop(watcher),
         });
-        Ok(NatsBus { client, inboxes, security })
+        let intake = Arc::new(tokio::sync::Semaphore::new(DEFAULT_MAX_TASKS));
+        Ok(NatsBus { client, inboxes, security, intake })
+    }
+}
+
+impl NatsBus {
+    /// Sets the most tasks from the mesh this node runs (or waits to run)
+    /// at once; more are answered `busy` at once. Call before subscribing.
+    pub fn with_max_tasks(mut self, tasks: usize) -> Self {
+        self.intake = Arc::new(tokio::sync::Semaphore::new(tasks.max(1)));
+        self
     }
 }
 
@@ -195,7 +218,9 @@ async fn connect_options(url: &str, auth: &NatsAuth) -> Result<(String, ConnectO
     let config = |what: String| BusError::new(ErrorKind::Config, what);
     let (addresses, in_url) = strip_credentials(url).map_err(|e| config(format!("--nats: {e}")))?;
     let mut ways: Vec<&str> = Vec::new();
-    let mut options = ConnectOptions::new();
+    // Messages a subscription holds before its pump reads them; beyond,
+    // the client drops them (a flood costs at most this many payloads).
+    let mut options = ConnectOptions::new().subscription_capacity(SUBSCRIPTION_CAPACITY);
     let (user, password) = match (&auth.user, &auth.password, &in_url) {
         (Some(user), Some(password), _) => (Some(user.clone()), Some(password.clone())),
         (None, Some(password), Some(UrlCredentials::User(user, _))) => (Some(user.clone()), Some(password.clone())),
@@ -268,7 +293,7 @@ fn deliver(messages: &[Message], routes: &Routes, security: &Security) {
             Ok(sealed) => opened.push((id, sealed)),
             Err(err) => {
                 SecurityStats::count(&stats.malformed);
-                tracing::warn!(%err, "rejected a reply: not a signed envelope");
+                warn_limited!(%err, "rejected a reply: not a signed envelope");
             }
         }
     }
@@ -278,7 +303,7 @@ fn deliver(messages: &[Message], routes: &Routes, security: &Security) {
         let trusted = security.trusts(&sealed.envelope.worker);
         if !trusted {
             SecurityStats::count(&stats.untrusted_key);
-            tracing::warn!(worker = sealed.envelope.worker.id(), key = %sealed.envelope.worker.key, "rejected a reply signed by an untrusted key");
+            warn_limited!(worker = sealed.envelope.worker.id(), key = %sealed.envelope.worker.key, "rejected a reply signed by an untrusted key");
         }
         trusted
     });
@@ -291,7 +316,7 @@ fn deliver(messages: &[Message], routes: &Routes, security: &Security) {
             let valid = s.envelope.worker.key.verify(s.signed, &s.signature).is_ok();
             if !valid {
                 SecurityStats::count(&stats.bad_signature);
-                tracing::warn!(worker = s.envelope.worker.id(), "rejected a reply whose signature does not verify");
+                warn_limited!(worker = s.envelope.worker.id(), "rejected a reply whose signature does not verify");
             }
             valid
         });
@@ -303,7 +328,7 @@ fn deliver(messages: &[Message], routes: &Routes, security: &Security) {
         let envelope = sealed.envelope;
         if envelope.topic != route.topic || *envelope.request_id != *route.request_id {
             SecurityStats::count(&stats.replayed);
-            tracing::warn!(
+            warn_limited!(
                 worker = envelope.worker.id(),
                 request_id = envelope.request_id,
                 "rejected a reply made for another request"
@@ -316,7 +341,7 @@ fn deliver(messages: &[Message], routes: &Routes, security: &Security) {
             || (envelope.result.is_some() && route.answered.contains(&signer))
         {
             SecurityStats::count(&stats.duplicate);
-            tracing::warn!(worker = %worker, "rejected a second reply from one signer");
+            warn_limited!(worker = %worker, "rejected a second reply from one signer");
             continue;
         }
         if let Some(Ack { interest, closed }) = envelope.ack {
@@ -465,7 +490,7 @@ impl Bus for NatsBus {
                     Ok((transaction, decision)) => {
                         tokio::spawn(receiver.settle(transaction, decision));
                     }
-                    Err(err) => tracing::warn!(%err, "ignored a settle message"),
+                    Err(err) => warn_limited!(%err, "ignored a settle message"),
                 }
             }
         });
@@ -489,6 +514,7 @@ impl Bus for NatsBus {
                 BusError::with_source(ErrorKind::Unreachable, format!("cannot subscribe to {subject}"), e)
             })?;
             let (client, receiver, security) = (self.client.clone(), receiver.clone(), self.security.clone());
+            let intake = self.intake.clone();
             let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
             stops.push(stop);
             tokio::spawn(async move {
@@ -521,7 +547,12 @@ impl Bus for NatsBus {
                         _ = &mut drain => break,
                     };
                     let task = decode_task(&message.subject, message.headers.as_ref(), &message.payload);
+                    let stats = &security.stats;
                     match (task, message.reply) {
+                        (Ok(task), _) if task.deadline > SystemTime::now() + MAX_TIMEOUT + CLOCK_ALLOWANCE => {
+                            SecurityStats::count(&stats.far_deadlines);
+                            warn_limited!(topic = %task.topic, "ignored a task whose deadline lies further ahead than any dispatch may ask");
+                        }
                         (Ok(task), Some(reply)) => {
                             let task = Arc::new(task);
                             let reply_to = NatsReplyTo {
@@ -530,18 +561,36 @@ impl Bus for NatsBus {
                                 task: task.clone(),
                                 security: security.clone(),
                             };
-                            let work = receiver.receive(task, &reply_to);
-                            if inline.is_empty() {
-                                inline.push(work);
-                            } else {
-                                tokio::spawn(work);
+                            match intake.clone().try_acquire_owned() {
+                                Ok(room) => {
+                                    let work = receiver.receive(task, &reply_to);
+                                    let work: super::Work = Box::pin(async move {
+                                        work.await;
+                                        drop(room);
+                                    });
+                                    if inline.is_empty() {
+                                        inline.push(work);
+                                    } else {
+                                        tokio::spawn(work);
+                                    }
+                                }
+                                // No room: answered here, in the pump, so
+                                // that a flood is read no faster than it is
+                                // answered, and nothing is spawned for it.
+                                Err(_) => {
+                                    SecurityStats::count(&stats.busy);
+                                    warn_limited!(topic = %task.topic, "answered a task busy: this node has its most tasks in flight");
+                                    receiver.busy(task, &reply_to).await;
+                                }
                             }
                         }
                         (Err(err), _) => {
-                            tracing::warn!(%err, "ignored a task");
+                            SecurityStats::count(&stats.malformed_tasks);
+                            warn_limited!(%err, "ignored a task");
                         }
                         (Ok(_), None) => {
-                            tracing::warn!("ignored a task without a reply subject");
+                            SecurityStats::count(&stats.malformed_tasks);
+                            warn_limited!("ignored a task without a reply subject");
                         }
                     }
                 }

@@ -37,8 +37,7 @@ use crate::settle::SettlePolicy;
 use crate::topic::Topic;
 use crate::trust::{Security, SecurityStats};
 
-/// Longest deadline a dispatch may ask for.
-pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+pub use crate::bus::MAX_TIMEOUT;
 
 /// Per-dispatch settings.
 #[derive(Debug, Clone)]
@@ -195,8 +194,12 @@ impl Dispatcher {
                         if task.expected.is_empty() || task.expected.contains(&worker.plugin) {
                             gather.acks += 1;
                         }
-                        if interest == Interest::Declared {
-                            gather.declared.insert(worker.to_string());
+                        match interest {
+                            Interest::Declared => {
+                                gather.declared.insert(worker.to_string());
+                            }
+                            Interest::Busy => gather.busy.push(worker.to_string()),
+                            Interest::NotInterested | Interest::Refused => {}
                         }
                         match closed {
                             // The last expected answer closed the window.
@@ -218,6 +221,7 @@ impl Dispatcher {
             }
         }
         let status = match (gather.is_final(), gather.partials.is_empty(), gather.lost.is_empty()) {
+            (true, true, true) if !gather.busy.is_empty() => Status::Overloaded,
             (true, true, true) => Status::NoInterest,
             (true, _, true) => Status::Complete,
             (true, _, false) => Status::Incomplete,
@@ -242,6 +246,8 @@ impl Dispatcher {
         partials.sort_by(|a, b| a.worker.cmp(&b.worker));
         let mut untrusted = std::mem::take(&mut gather.untrusted);
         untrusted.sort();
+        let mut busy = std::mem::take(&mut gather.busy);
+        busy.sort();
         // A dispatch from outside settles its transaction, which its
         // sub-tasks' writes belong to.
         let settle = match task.depth {
@@ -263,6 +269,7 @@ impl Dispatcher {
             partials,
             missing,
             untrusted,
+            busy,
             staged,
             settle,
             elapsed: started.elapsed(),
@@ -314,6 +321,8 @@ struct Gather<'a> {
     untrusted: Vec<String>,
     /// Partials kept, one per worker.
     partials: Vec<Partial>,
+    /// Receivers that answered busy.
+    busy: Vec<String>,
 }
 
 impl<'a> Gather<'a> {
@@ -339,6 +348,7 @@ impl<'a> Gather<'a> {
             waiting: HashSet::new(),
             lost: Vec::new(),
             partials: Vec::new(),
+            busy: Vec::new(),
         }
     }
 

@@ -4,7 +4,7 @@
 //! ```json
 //! {"request_id": "...", "topic": "text.analyze", "status": "complete",
 //!  "partials": [{"worker": "node/plugin@1.0.0", "ok": true, "payload": {...}, "error": null}],
-//!  "missing": [], "untrusted": [], "staged": true, "settle": "commit", "elapsed_ms": 3}
+//!  "missing": [], "untrusted": [], "busy": [], "staged": true, "settle": "commit", "elapsed_ms": 3}
 //! ```
 //!
 //! `staged` says whether a worker (or a sub-task of one) staged writes;
@@ -36,6 +36,10 @@ pub enum Status {
     /// Every declared worker replied or was found lost (its node died);
     /// `missing` names the lost ones.
     Incomplete,
+    /// Nobody declared, and some receivers were too busy to ask their
+    /// plugins (`busy` names them): not "nobody is interested", but "try
+    /// again later".
+    Overloaded,
 }
 
 impl Status {
@@ -46,6 +50,7 @@ impl Status {
             Status::NoInterest => "no_interest",
             Status::TimedOut => "timed_out",
             Status::Incomplete => "incomplete",
+            Status::Overloaded => "overloaded",
         }
     }
 }
@@ -66,6 +71,9 @@ pub struct Outcome {
     /// Interest list entries ignored because no trusted key signed them for
     /// this dispatch (distributed mode).
     pub untrusted: Vec<String>,
+    /// Receivers that answered busy: their node had no room for the task,
+    /// so their plugin was not asked (sorted).
+    pub busy: Vec<String>,
     /// Whether a worker (or a sub-task of one) staged writes.
     pub staged: bool,
     /// The decision taken for the staged writes, if any.
@@ -83,13 +91,14 @@ impl Outcome {
 
 impl Serialize for Outcome {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut s = serializer.serialize_struct("Outcome", 9)?;
+        let mut s = serializer.serialize_struct("Outcome", 10)?;
         s.serialize_field("request_id", &self.request_id)?;
         s.serialize_field("topic", &self.topic)?;
         s.serialize_field("status", &self.status)?;
         s.serialize_field("partials", &self.partials.iter().map(PartialJson).collect::<Vec<_>>())?;
         s.serialize_field("missing", &self.missing)?;
         s.serialize_field("untrusted", &self.untrusted)?;
+        s.serialize_field("busy", &self.busy)?;
         s.serialize_field("staged", &self.staged)?;
         s.serialize_field("settle", &self.settle)?;
         s.serialize_field("elapsed_ms", &(self.elapsed.as_millis() as u64))?;
@@ -144,6 +153,7 @@ mod tests {
             ],
             missing: vec![],
             untrusted: vec![],
+            busy: vec![],
             staged: true,
             settle: Some(crate::bus::Decision::Abort),
             elapsed: Duration::from_millis(12),
@@ -158,7 +168,7 @@ mod tests {
                     {"worker": "n1/b@1.0.0", "ok": true, "payload": "plain text", "error": null},
                     {"worker": "n1/c@1.0.0", "ok": false, "payload": null, "error": "boom"},
                 ],
-                "missing": [], "untrusted": [], "staged": true, "settle": "abort", "elapsed_ms": 12
+                "missing": [], "untrusted": [], "busy": [], "staged": true, "settle": "abort", "elapsed_ms": 12
             })
         );
     }

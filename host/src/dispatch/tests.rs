@@ -53,6 +53,29 @@ impl TaskReceiver for Scripted {
             sink.send(Reply::Partial(Partial { worker, result, staged: false })).await;
         })
     }
+
+    fn busy(&self, _task: Arc<Task>, reply_to: &dyn ReplyTo) -> Work {
+        answer_busy(&self.worker, reply_to)
+    }
+}
+
+/// A receiver's answer when its node has no room: busy, at once.
+fn answer_busy(worker: &WorkerId, reply_to: &dyn ReplyTo) -> Work {
+    let (sink, worker) = (reply_to.sink(worker, [0; 32]), worker.clone());
+    Box::pin(async move { sink.send(Reply::Ack { worker, interest: Interest::Busy, closed: None }).await })
+}
+
+/// A receiver whose node is always full.
+struct Full(WorkerId);
+
+impl TaskReceiver for Full {
+    fn receive(&self, task: Arc<Task>, reply_to: &dyn ReplyTo) -> Work {
+        self.busy(task, reply_to)
+    }
+
+    fn busy(&self, _task: Arc<Task>, reply_to: &dyn ReplyTo) -> Work {
+        answer_busy(&self.0, reply_to)
+    }
 }
 
 struct Mesh {
@@ -102,6 +125,29 @@ async fn nobody_subscribed_is_no_interest_at_once() {
     let outcome = outcome.expect("dispatched");
     assert_eq!(outcome.status, Status::NoInterest);
     assert!(start.elapsed() < Duration::from_millis(500), "did not wait for the grace period");
+}
+
+#[tokio::test(start_paused = true)]
+async fn busy_receivers_make_overloaded_not_no_interest() {
+    // Only a full node answered: overloaded, naming it.
+    let mesh = Mesh::new(&[]).await;
+    let full = WorkerId { node: "n2".into(), plugin: "full".into(), version: "1".into() };
+    let patterns = [Pattern::parse("t.>").expect("pattern")];
+    let _full = mesh.bus.subscribe("full", &patterns, Arc::new(Full(full))).await.expect("subscribed");
+    let outcome = mesh.dispatcher.dispatch(Topic::parse("t.a").expect("topic"), vec![], &options(500, 5000)).await;
+    let outcome = outcome.expect("dispatched");
+    assert_eq!(outcome.status, Status::Overloaded);
+    assert_eq!(outcome.busy, vec!["n2/full@1".to_owned()]);
+
+    // Beside a worker that answered, the dispatch completes and still
+    // names the busy one.
+    let mesh = Mesh::new(&[("fast", replies(1))]).await;
+    let full = WorkerId { node: "n2".into(), plugin: "full".into(), version: "1".into() };
+    let _full = mesh.bus.subscribe("full", &patterns, Arc::new(Full(full))).await.expect("subscribed");
+    let outcome = mesh.dispatcher.dispatch(Topic::parse("t.a").expect("topic"), vec![], &options(500, 5000)).await;
+    let outcome = outcome.expect("dispatched");
+    assert_eq!((outcome.status, workers(&outcome)), (Status::Complete, vec!["fast".to_owned()]));
+    assert_eq!(outcome.busy, vec!["n2/full@1".to_owned()]);
 }
 
 #[tokio::test(start_paused = true)]
@@ -194,6 +240,10 @@ async fn a_second_partial_from_the_same_worker_is_ignored() {
                     sink.send(Reply::Partial(partial)).await;
                 }
             })
+        }
+
+        fn busy(&self, _task: Arc<Task>, _reply_to: &dyn ReplyTo) -> Work {
+            unreachable!("the in-process bus never turns tasks away")
         }
     }
     let mesh = Mesh::new(&[]).await;

@@ -44,7 +44,9 @@ fn sub_outcome(outcome: Outcome) -> SubOutcome {
         status: match outcome.status {
             Status::Complete => SubStatus::Complete,
             Status::NoInterest => SubStatus::NoInterest,
-            Status::Incomplete => SubStatus::Incomplete,
+            // The contract has no word for it yet: some receivers could
+            // not answer, as when their node died.
+            Status::Incomplete | Status::Overloaded => SubStatus::Incomplete,
             Status::TimedOut => SubStatus::TimedOut,
         },
         partials: outcome

@@ -15,7 +15,9 @@ use arc_swap::ArcSwap;
 
 use super::Node;
 use super::worker::Version;
-use crate::bus::{Bus, BusError, ErrorKind, ReplySink, ReplyTo, Subscription, Task, TaskReceiver, Work, WorkerId};
+use crate::bus::{
+    Bus, BusError, ErrorKind, Interest, Reply, ReplySink, ReplyTo, Subscription, Task, TaskReceiver, Work, WorkerId,
+};
 use crate::runtime::Plugin;
 use crate::topic::Pattern;
 
@@ -30,6 +32,9 @@ pub(super) trait Pinned: Send + Sync + Sized + 'static {
 
     /// Handles one task to its end.
     fn handle(self: Arc<Self>, task: Arc<Task>, replies: Arc<dyn ReplySink>) -> impl Future<Output = ()> + Send;
+
+    /// Counts a task turned away because the node was full.
+    fn turned_away(&self) {}
 }
 
 impl Pinned for Version {
@@ -43,6 +48,10 @@ impl Pinned for Version {
 
     fn handle(self: Arc<Self>, task: Arc<Task>, replies: Arc<dyn ReplySink>) -> impl Future<Output = ()> + Send {
         self.serve(task, replies)
+    }
+
+    fn turned_away(&self) {
+        self.stats.busy.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -206,6 +215,17 @@ impl<V: Pinned> TaskReceiver for Subscriber<V> {
         Box::pin(async move {
             let _counted = in_flight;
             version.handle(task, replies).await;
+        })
+    }
+
+    fn busy(&self, task: Arc<Task>, reply_to: &dyn ReplyTo) -> Work {
+        let version = self.0.load_full();
+        let (worker, digest) = version.signs_as();
+        let (worker, replies) = (worker.clone(), reply_to.sink(worker, digest));
+        version.turned_away();
+        drop(task);
+        Box::pin(async move {
+            replies.send(Reply::Ack { worker, interest: Interest::Busy, closed: None }).await;
         })
     }
 }

@@ -32,6 +32,8 @@ pub struct WorkerStats {
     pub refused: AtomicU64,
     /// Error partials it sent.
     pub failed: AtomicU64,
+    /// Tasks turned away unasked because the node had no room for them.
+    pub busy: AtomicU64,
 }
 
 impl WorkerStats {

@@ -50,6 +50,9 @@ pub enum Interest {
     Declared,
     /// Interested, but the interest window had closed: it did not run.
     Refused,
+    /// The node had no room for another task: nothing ran, and the plugin
+    /// was not asked whether it is interested.
+    Busy,
 }
 
 /// An acknowledgement.
@@ -121,6 +124,7 @@ impl Envelope {
                 Interest::NotInterested => 0,
                 Interest::Declared => 1,
                 Interest::Refused => 2,
+                Interest::Busy => 3,
             });
             match &ack.closed {
                 None => {
@@ -221,6 +225,7 @@ impl<'a> Sealed<'a> {
                 0 => Interest::NotInterested,
                 1 => Interest::Declared,
                 2 => Interest::Refused,
+                3 => Interest::Busy,
                 _ => return Err(WireError::new("unknown interest")),
             };
             let closed = match r.u8("closed flag")? {

@@ -1,0 +1,186 @@
+//! What a node takes from the mesh is bounded by the node: a node at its
+//! task limit answers `busy` at once (and a dispatch that met only busy
+//! nodes ends `overloaded`, never `no_interest`), a flood of large tasks
+//! leaves its memory bounded and its heartbeats on time, and a task whose
+//! deadline lies beyond what any dispatch may ask is refused. Real
+//! nats-server, redis-server and `anocast serve` processes.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anocast::{Status, Topic};
+use anocast_tests::servers::{Nats, Redis};
+use anocast_tests::{Child, PluginDir, guests, mesh_client, options, spawn_serve, wait_until};
+use anyhow::Context;
+use serde_json::Value;
+
+const EXE: &str = env!("CARGO_BIN_EXE_anocast-cli-under-test");
+
+/// One `anocast serve` process, its HTTP API and its folders.
+struct Node {
+    process: Child,
+    url: String,
+    _plugins: PluginDir,
+    _data: tempfile::TempDir,
+}
+
+/// Starts a node with `guests` in the mesh, with more flags.
+fn node(nats: &Nats, redis: &Redis, guests: &[&str], extra: &[&str]) -> anyhow::Result<Node> {
+    let plugins = PluginDir::with(guests)?;
+    let data = tempfile::tempdir()?;
+    let (nats, redis) = (nats.url(), redis.url());
+    let data_dir = data.path().to_str().context("utf-8 path")?;
+    let mut args = vec!["--nats", &nats, "--redis", &redis, "--liveness", "1s", "--trust-mesh", "--data-dir", data_dir];
+    args.extend_from_slice(extra);
+    let (process, url) = spawn_serve(EXE, plugins.path(), "intake-node", &args)?;
+    Ok(Node { process, url, _plugins: plugins, _data: data })
+}
+
+async fn plugins(url: &str) -> anyhow::Result<Value> {
+    Ok(reqwest::get(format!("{url}/v1/plugins")).await?.json().await?)
+}
+
+/// The resident memory of process `pid`, in bytes.
+fn rss(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .context("no VmRSS")?;
+    Ok(kib << 10)
+}
+
+/// A task as the wire carries it, addressed to `inbox`, forged by hand.
+fn forged_task(topic: &str, deadline_ms: u64, payload: Vec<u8>) -> (String, async_nats::HeaderMap, bytes::Bytes) {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Anocast-Request-Id", uuid::Uuid::now_v7().to_string().as_str());
+    headers.insert("Anocast-Deadline", deadline_ms.to_string().as_str());
+    headers.insert("Anocast-Depth", "0");
+    headers.insert("Anocast-Ancestry", "");
+    headers.insert("Anocast-Ancestry-Topics", "");
+    headers.insert("Content-Type", "application/octet-stream");
+    (format!("anocast.task.{topic}"), headers, payload.into())
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
+}
+
+#[tokio::test]
+async fn a_node_at_its_task_limit_answers_busy_and_the_dispatch_ends_overloaded() -> anyhow::Result<()> {
+    let (nats, redis) = (Nats::start()?, Redis::start()?);
+    let node = node(&nats, &redis, &[guests::MISBEHAVE], &["--max-tasks", "2"])?;
+    let url = &node.url;
+    let client = mesh_client(&nats.url(), &redis.url()).await?;
+    let sleep = Topic::parse("misbehave.sleep")?;
+    let slow: Vec<_> = (0..2)
+        .map(|_| {
+            let (dispatcher, sleep) = (client.dispatcher().clone(), sleep.clone());
+            tokio::spawn(async move { dispatcher.dispatch(sleep, b"3000".to_vec(), &options(2000, 10_000)).await })
+        })
+        .collect();
+    let two_running = async || Ok(plugins(url).await?["plugins"][0]["in_flight"] == 2);
+    wait_until("both slow tasks run", Duration::from_secs(10), two_running).await?;
+
+    // A third is turned away at once: the outcome says overloaded, names
+    // the busy worker, and does not wait for the interest window.
+    let started = Instant::now();
+    let outcome = client.dispatcher().dispatch(sleep.clone(), b"10".to_vec(), &options(2000, 10_000)).await?;
+    assert_eq!(outcome.status, Status::Overloaded, "{}", outcome.to_json());
+    assert_eq!(outcome.busy.len(), 1, "{}", outcome.to_json());
+    assert!(outcome.busy[0].starts_with("intake-node/misbehave@"), "{}", outcome.to_json());
+    assert!(started.elapsed() < Duration::from_millis(1500), "waited {:?}", started.elapsed());
+    let json = plugins(url).await?;
+    assert_eq!(json["rejected"]["busy"], 1, "{json}");
+    assert_eq!(json["plugins"][0]["stats"]["busy"], 1, "{json}");
+
+    for task in slow {
+        assert_eq!(task.await??.status, Status::Complete);
+    }
+    // With room again, it runs.
+    let outcome = client.dispatcher().dispatch(sleep, b"10".to_vec(), &options(2000, 10_000)).await?;
+    assert_eq!(outcome.status, Status::Complete, "{}", outcome.to_json());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_flood_of_large_tasks_leaves_memory_bounded_and_the_node_alive() -> anyhow::Result<()> {
+    let (nats, redis) = (Nats::start()?, Redis::start()?);
+    let node = node(&nats, &redis, &[guests::ECHO], &["--max-tasks", "8"])?;
+    let (pid, url) = (node.process.0.id(), &node.url);
+    let client = mesh_client(&nats.url(), &redis.url()).await?;
+    let echo = Topic::parse("echo")?;
+    let ready = async || {
+        let outcome = client.dispatcher().dispatch(echo.clone(), b"hi".to_vec(), &options(500, 2000)).await?;
+        Ok(outcome.status == Status::Complete)
+    };
+    wait_until("the node answers", Duration::from_secs(10), ready).await?;
+    let before = rss(pid)?;
+
+    // 2,000 tasks of 512 KiB (1 GiB in all), as fast as one client sends.
+    let raw = async_nats::connect(nats.url()).await?;
+    let inbox = raw.new_inbox();
+    let _replies = raw.subscribe(inbox.clone()).await?;
+    let mut peak = before;
+    let flood_started = Instant::now();
+    for n in 0..2000 {
+        let (subject, headers, body) = forged_task("echo", now_ms() + 5000, vec![b'x'; 512 << 10]);
+        raw.publish_with_reply_and_headers(subject, inbox.clone(), headers, body).await?;
+        if n % 100 == 0 {
+            raw.flush().await?;
+            peak = peak.max(rss(pid)?);
+        }
+    }
+    raw.flush().await?;
+    let settle_until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < settle_until {
+        peak = peak.max(rss(pid)?);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "flood of 1 GiB in {:?}: node RSS {} MiB before, {} MiB at peak",
+        flood_started.elapsed(),
+        before >> 20,
+        peak >> 20
+    );
+    // Unbounded, the node held the flood (3.8 GB for 2,000 tasks).
+    assert!(peak < before + (400 << 20), "RSS grew from {} MiB to {} MiB", before >> 20, peak >> 20);
+
+    // The node stayed in the mesh and answers.
+    let outcome = client.dispatcher().dispatch(echo, b"still there?".to_vec(), &options(1000, 5000)).await?;
+    assert_eq!(outcome.status, Status::Complete, "{}", outcome.to_json());
+    let json = plugins(url).await?;
+    assert!(json["rejected"]["busy"].as_u64().is_some_and(|n| n > 0), "{json}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_task_whose_deadline_lies_beyond_any_dispatch_is_refused() -> anyhow::Result<()> {
+    let (nats, redis) = (Nats::start()?, Redis::start()?);
+    let node = node(&nats, &redis, &[guests::ECHO], &[])?;
+    let url = &node.url;
+    let client = mesh_client(&nats.url(), &redis.url()).await?;
+    let echo = Topic::parse("echo")?;
+    let ready = async || {
+        let outcome = client.dispatcher().dispatch(echo.clone(), b"hi".to_vec(), &options(500, 2000)).await?;
+        Ok(outcome.status == Status::Complete)
+    };
+    wait_until("the node answers", Duration::from_secs(10), ready).await?;
+
+    let raw = async_nats::connect(nats.url()).await?;
+    let inbox = raw.new_inbox();
+    let mut replies = raw.subscribe(inbox.clone()).await?;
+    for deadline in [u64::MAX, now_ms() + 2 * 3600 * 1000] {
+        let (subject, headers, body) = forged_task("echo", deadline, b"far".to_vec());
+        raw.publish_with_reply_and_headers(subject, inbox.clone(), headers, body).await?;
+    }
+    raw.flush().await?;
+    let refused = async || Ok(plugins(url).await?["rejected"]["far_deadlines"] == 2);
+    wait_until("both tasks are refused", Duration::from_secs(5), refused).await?;
+    // Nothing ran: no reply came, and every key in Redis expires.
+    use futures::StreamExt;
+    let reply = tokio::time::timeout(Duration::from_millis(300), replies.next()).await;
+    assert!(reply.is_err(), "a task with a far deadline was answered");
+    redis.assert_every_key_expires().await?;
+    Ok(())
+}
