@@ -150,11 +150,16 @@ impl Host {
     /// Leaves the mesh cleanly: other dispatchers stop expecting this node
     /// at once instead of when its registration expires.
     pub async fn shutdown(self) {
-        let Host { node, registry, .. } = self;
+        let Host { node, registry, bus, .. } = self;
         let id = node.id().to_owned();
         drop(node);
         if let Some(registry) = registry {
             registry.leave(&id).await;
+        }
+        // What was published (settle decisions above all) reaches the
+        // server before the connection goes.
+        if let Err(err) = bus.flush().await {
+            tracing::warn!(%err, "could not flush the last messages to NATS");
         }
     }
 

@@ -194,6 +194,9 @@ pub struct SecurityStats {
     pub duplicate: AtomicU64,
     /// Interest list entries that are not a trusted signer's declaration.
     pub untrusted_declarations: AtomicU64,
+    /// Declarations acknowledged by their worker whose interest list entry
+    /// had disappeared (the list was tampered with); they are awaited.
+    pub vanished_declarations: AtomicU64,
     /// Tasks that could not be decoded, or had no reply subject.
     pub malformed_tasks: AtomicU64,
     /// Tasks whose deadline lay further ahead than any dispatch may ask.

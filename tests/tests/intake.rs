@@ -184,3 +184,41 @@ async fn a_task_whose_deadline_lies_beyond_any_dispatch_is_refused() -> anyhow::
     redis.assert_every_key_expires().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn the_plugin_less_client_delivers_every_settle_decision_before_it_exits() -> anyhow::Result<()> {
+    let (nats, redis) = (Nats::start()?, Redis::start()?);
+    let node = node(&nats, &redis, &[guests::STAGER], &[])?;
+    let (nats_url, redis_url) = (nats.url(), redis.url());
+    const RUNS: u64 = 20;
+    for n in 0..RUNS {
+        let out = std::process::Command::new(EXE)
+            .args(["dispatch", "--nats", &nats_url, "--redis", &redis_url, "--trust-mesh", "--settle", "commit"])
+            .args(["stage.write", &format!("run={n}")])
+            .env("XDG_DATA_HOME", std::env::temp_dir().join("anocast-tests-data"))
+            .output()?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.contains("\"settle\": \"commit\""), "{stdout}");
+    }
+    // Every decision the client printed reached the node (it lost 2-4 of
+    // 20 when it exited without flushing).
+    let all = async || Ok(plugins(&node.url).await?["settle"]["committed"] == RUNS);
+    let waited = wait_until("every commit is applied", Duration::from_secs(5), all).await;
+    waited.with_context(|| format!("{}", futures::executor::block_on(plugins(&node.url)).unwrap_or_default()))?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_topic_nobody_serves_is_no_interest_and_no_malformed_reply() -> anyhow::Result<()> {
+    let (nats, redis) = (Nats::start()?, Redis::start()?);
+    let _node = node(&nats, &redis, &[guests::ECHO], &[])?;
+    let client = mesh_client(&nats.url(), &redis.url()).await?;
+    let outcome = client.dispatcher().dispatch(Topic::parse("nobody.here")?, vec![], &options(300, 2000)).await?;
+    assert_eq!(outcome.status, Status::NoInterest);
+    // NATS's "no responders" status came back to the inbox; it is not a
+    // malformed reply.
+    let stats = &client.security().context("distributed")?.stats;
+    assert_eq!(stats.malformed.load(std::sync::atomic::Ordering::Relaxed), 0);
+    Ok(())
+}

@@ -203,6 +203,12 @@ pub trait Bus: Send + Sync + 'static {
     /// when the bus knows (in-process it does; over a network it does not).
     async fn broadcast(&self, task: Arc<Task>, inbox: &mut Inbox) -> Result<Option<usize>, BusError>;
 
+    /// Waits until everything published so far has reached the server
+    /// (at once in-process).
+    async fn flush(&self) -> Result<(), BusError> {
+        Ok(())
+    }
+
     /// The largest payload a task may carry on this bus.
     fn max_payload(&self) -> usize {
         usize::MAX

@@ -289,6 +289,12 @@ fn deliver(messages: &[Message], routes: &Routes, security: &Security) {
     let mut opened: Vec<(u64, Sealed<'_>)> = Vec::with_capacity(messages.len());
     for message in messages {
         let Some(id) = message.subject.rsplit('.').next().and_then(|id| id.parse::<u64>().ok()) else { continue };
+        // The server's word that nobody subscribes to a task's topic: not
+        // a reply, and not malformed (the interest window settles it).
+        if message.status == Some(async_nats::StatusCode::NO_RESPONDERS) {
+            tracing::debug!(inbox = id, "no responders for a task");
+            continue;
+        }
         match Sealed::decode(&message.payload) {
             Ok(sealed) => opened.push((id, sealed)),
             Err(err) => {
@@ -438,6 +444,13 @@ const HEADER_ROOM: usize = 64 << 10;
 
 #[async_trait]
 impl Bus for NatsBus {
+    async fn flush(&self) -> Result<(), BusError> {
+        tokio::time::timeout(Duration::from_secs(5), self.client.flush())
+            .await
+            .map_err(|_| BusError::new(ErrorKind::TimedOut, "NATS did not confirm the last messages within 5s"))?
+            .map_err(|e| BusError::with_source(ErrorKind::Unreachable, "cannot flush to NATS", e))
+    }
+
     fn max_payload(&self) -> usize {
         self.client.server_info().max_payload.saturating_sub(HEADER_ROOM)
     }

@@ -195,9 +195,7 @@ impl Dispatcher {
                             gather.acks += 1;
                         }
                         match interest {
-                            Interest::Declared => {
-                                gather.declared.insert(worker.to_string());
-                            }
+                            Interest::Declared => gather.declared_ack(worker.to_string()),
                             Interest::Busy => gather.busy.push(worker.to_string()),
                             Interest::NotInterested | Interest::Refused => {}
                         }
@@ -402,6 +400,33 @@ impl<'a> Gather<'a> {
             }
             self.waiting.insert(worker.to_owned());
         }
+        // Invariant 3 does not rest on the list alone: a worker whose
+        // signed acknowledgement said it declared is awaited even when its
+        // entry has gone (someone with write access to the ledger removed
+        // it).
+        let vanished: Vec<String> = self.declared.iter().filter(|w| !self.waiting.contains(*w)).cloned().collect();
+        for worker in vanished {
+            self.vanished(&worker);
+            self.waiting.insert(worker);
+        }
+    }
+
+    /// A worker acknowledged its declaration. Once the window is closed,
+    /// it must have been on the list: if it was not, its entry vanished.
+    fn declared_ack(&mut self, worker: String) {
+        if !self.open && !self.waiting.contains(&worker) && !self.replied.contains(&worker) {
+            self.vanished(&worker);
+            self.waiting.insert(worker.clone());
+        }
+        self.declared.insert(worker);
+    }
+
+    /// Reports a declaration missing from the list.
+    fn vanished(&self, worker: &str) {
+        if let Some(security) = self.security {
+            SecurityStats::count(&security.stats.vanished_declarations);
+        }
+        tracing::warn!(worker, "a declared worker's entry is missing from the interest list; awaiting it anyway");
     }
 
     async fn partial(&mut self, partial: Partial) {

@@ -128,6 +128,41 @@ async fn nobody_subscribed_is_no_interest_at_once() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_declaration_removed_from_the_list_is_still_awaited() {
+    // A worker declares, and its entry is removed at once (as by someone
+    // with write access to Redis) before it acknowledges; it replies only
+    // after the window closed. The dispatch waits for it.
+    struct Erased(Arc<dyn Ledger>);
+    impl TaskReceiver for Erased {
+        fn receive(&self, task: Arc<Task>, reply_to: &dyn ReplyTo) -> Work {
+            let worker = WorkerId { node: "n".into(), plugin: "erased".into(), version: "1".into() };
+            let sink = reply_to.sink(&worker, [0; 32]);
+            let ledger = self.0.clone();
+            Box::pin(async move {
+                let (key, ttl) = (task.interest_key(), Duration::from_secs(60));
+                ledger.declare(&key, &worker.to_string(), ttl, 0).await.expect("declared");
+                ledger.settle(&key, &worker.to_string()).await.expect("removed");
+                sink.send(Reply::Ack { worker: worker.clone(), interest: Interest::Declared, closed: None }).await;
+                tokio::time::sleep(Duration::from_millis(2000)).await;
+                sink.send(Reply::Partial(Partial { worker, result: Ok(b"late".to_vec()), staged: false })).await;
+            })
+        }
+
+        fn busy(&self, _task: Arc<Task>, _reply_to: &dyn ReplyTo) -> Work {
+            unreachable!("the in-process bus never turns tasks away")
+        }
+    }
+    let mesh = Mesh::new(&[("fast", replies(1))]).await;
+    let patterns = [Pattern::parse("t.>").expect("pattern")];
+    let _erased =
+        mesh.bus.subscribe("erased", &patterns, Arc::new(Erased(mesh.ledger.clone()))).await.expect("subscribed");
+    let outcome = mesh.dispatcher.dispatch(Topic::parse("t.a").expect("topic"), vec![], &options(500, 5000)).await;
+    let outcome = outcome.expect("dispatched");
+    assert_eq!(outcome.status, Status::Complete);
+    assert_eq!(workers(&outcome), vec!["erased".to_owned(), "fast".to_owned()]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn busy_receivers_make_overloaded_not_no_interest() {
     // Only a full node answered: overloaded, naming it.
     let mesh = Mesh::new(&[]).await;

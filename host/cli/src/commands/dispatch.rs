@@ -13,6 +13,8 @@ pub(crate) async fn dispatch(args: DispatchArgs) -> anyhow::Result<ExitCode> {
         Some(config) => {
             let host = crate::start_host(config).await?;
             let outcome = host.dispatcher().dispatch(topic, payload, &options).await?;
+            // The settle decision must leave before the process does.
+            host.shutdown().await;
             serde_json::from_str(&outcome.to_json())?
         }
         None => args.node.client()?.dispatch(&topic, payload, &options).await?,
