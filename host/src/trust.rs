@@ -5,8 +5,9 @@
 //! data folder (`node.key`, owner-only), or given with `--key FILE`.
 //! Dispatchers accept replies and declarations only from keys they trust:
 //! the keys listed with `--trust PATH` (a file, or a folder of files, of
-//! lines `ed25519:<hex> [node-id]`; with a node id the key is trusted only
-//! for that node), their own, and, only when asked with `--trust-mesh`
+//! lines `ed25519:<hex> <node-id>`: the key is trusted only for that node;
+//! `*` instead of a node id, written out and warned about, trusts it for
+//! every node id), their own, and, only when asked with `--trust-mesh`
 //! (development), the key every live node publishes in the mesh's registry.
 //!
 //! Every rejection is counted in [`SecurityStats`] (shown by
@@ -38,24 +39,34 @@ pub fn default_data_dir(node_id: &str) -> PathBuf {
     base.join("anocast").join(node_id)
 }
 
-/// Reads a private key file, refusing one that others may read.
-pub(crate) fn read_key(path: &Path) -> anyhow::Result<NodeKey> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path)
-            .with_context(|| format!("cannot read key file {}", path.display()))?
-            .permissions()
-            .mode();
-        if mode & 0o077 != 0 {
-            bail!(
-                "key file {} is readable by others (mode {:o}); make it owner-only: chmod 600 {}",
-                path.display(),
-                mode & 0o777,
-                path.display()
-            );
-        }
+/// Refuses `path` unless this user owns it and nobody else may write it
+/// (`private`: nor read it), as OpenSSH's StrictModes does for its keys.
+#[cfg(unix)]
+fn check_owned(path: &Path, what: &str, private: bool) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).with_context(|| format!("cannot read {what} {}", path.display()))?;
+    let me = rustix::process::geteuid().as_raw();
+    if meta.uid() != me {
+        bail!("{what} {} belongs to user {}, not to this user ({me}); chown it", path.display(), meta.uid());
     }
+    let mode = meta.mode() & 0o777;
+    let (forbidden, fix) = if private { (0o077, "chmod go-rwx") } else { (0o022, "chmod go-w") };
+    if mode & forbidden != 0 {
+        let who = if private { "readable or writable" } else { "writable" };
+        bail!("{what} {} is {who} by others (mode {mode:o}); {fix} {}", path.display(), path.display());
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_owned(_path: &Path, _what: &str, _private: bool) -> anyhow::Result<()> {
+    Ok(())
+}
+
+/// Reads a private key file, refusing one that another user owns or that
+/// others may read or write.
+pub(crate) fn read_key(path: &Path) -> anyhow::Result<NodeKey> {
+    check_owned(path, "key file", true)?;
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read key file {}", path.display()))?;
     NodeKey::from_pem(&text).with_context(|| format!("invalid key file {}", path.display()))
 }
@@ -73,10 +84,7 @@ pub fn write_key(path: &Path, key: &NodeKey, node_id: Option<&str>) -> anyhow::R
     }
     let mut file = options.open(path).with_context(|| format!("cannot create key file {}", path.display()))?;
     file.write_all(key.to_pem()?.as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
-    let public = match node_id {
-        Some(id) => format!("{} {id}\n", key.public()),
-        None => format!("{}\n", key.public()),
-    };
+    let public = format!("{} {}\n", key.public(), node_id.unwrap_or("*"));
     let pub_path = public_key_path(path);
     std::fs::write(&pub_path, public).with_context(|| format!("cannot write {}", pub_path.display()))?;
     Ok(())
@@ -93,6 +101,8 @@ pub fn public_key_path(path: &Path) -> PathBuf {
 pub(crate) fn data_dir_key(data_dir: &Path, node_id: &str) -> anyhow::Result<NodeKey> {
     let path = data_dir.join(KEY_FILE);
     if path.exists() {
+        // Someone who may write the folder may swap the key.
+        check_owned(data_dir, "data folder", false)?;
         return read_key(&path);
     }
     let mut builder = std::fs::DirBuilder::new();
@@ -103,6 +113,7 @@ pub(crate) fn data_dir_key(data_dir: &Path, node_id: &str) -> anyhow::Result<Nod
         builder.mode(0o700);
     }
     builder.create(data_dir).with_context(|| format!("cannot create the data folder {}", data_dir.display()))?;
+    check_owned(data_dir, "data folder", false)?;
     let key = NodeKey::generate()?;
     write_key(&path, &key, Some(node_id))?;
     tracing::info!(key = %key.public(), file = %path.display(), "generated this node's signing key");
@@ -152,13 +163,31 @@ impl TrustStore {
             let key = fields.next().unwrap_or_default();
             let node = fields.next();
             if fields.next().is_some() {
-                bail!("{}:{}: expected `ed25519:<hex> [node-id]`", path.display(), n + 1);
+                bail!("{}:{}: expected `ed25519:<hex> <node-id>` (or `*` for any node id)", path.display(), n + 1);
             }
             let key = PublicKey::parse(key).map_err(|e| anyhow::anyhow!("{}:{}: {e}", path.display(), n + 1))?;
-            if let Some(node) = node {
-                anocast_wire::names::check_node_id(node).with_context(|| format!("{}:{}", path.display(), n + 1))?;
+            match node {
+                None => bail!(
+                    "{}:{}: a key without a node id: name the node it may sign for, or write `{key} *` to trust \
+                     it for every node id",
+                    path.display(),
+                    n + 1
+                ),
+                Some("*") => {
+                    tracing::warn!(
+                        file = %path.display(),
+                        line = n + 1,
+                        %key,
+                        "a trust line trusts a key for every node id (`*`): whoever holds it may speak for any node"
+                    );
+                    self.add(key, None);
+                }
+                Some(node) => {
+                    anocast_wire::names::check_node_id(node)
+                        .with_context(|| format!("{}:{}", path.display(), n + 1))?;
+                    self.add(key, Some(node));
+                }
             }
-            self.add(key, node);
         }
         Ok(())
     }
@@ -197,6 +226,9 @@ pub struct SecurityStats {
     /// Declarations acknowledged by their worker whose interest list entry
     /// had disappeared (the list was tampered with); they are awaited.
     pub vanished_declarations: AtomicU64,
+    /// Replies whose timestamp was further from this node's clock than
+    /// the allowed skew.
+    pub clock_skew: AtomicU64,
     /// Tasks that could not be decoded, or had no reply subject.
     pub malformed_tasks: AtomicU64,
     /// Tasks whose deadline lay further ahead than any dispatch may ask.
@@ -257,5 +289,75 @@ impl Security {
         }
         self.store.trusts_mesh()
             && self.registry.get().and_then(|r| r.node_key(&worker.node)).is_some_and(|k| k == worker.key.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A scratch folder of this test's own, removed at the end.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(name: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!("anocast-trust-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).expect("scratch folder");
+            Scratch(dir)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    const KEY: &str = "ed25519:d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
+
+    #[test]
+    fn any_node_must_be_written_out() {
+        let scratch = Scratch::new("lines");
+        let file = scratch.0.join("trusted");
+        std::fs::write(&file, format!("{KEY}\n")).expect("written");
+        let err = TrustStore::load(std::slice::from_ref(&file), false).expect_err("a bare key").to_string();
+        assert!(err.contains("trusted:1: a key without a node id") && err.contains(&format!("{KEY} *")), "{err}");
+        std::fs::write(&file, format!("{KEY} *\n")).expect("written");
+        let store = TrustStore::load(std::slice::from_ref(&file), false).expect("a starred key");
+        assert_eq!(store.keys.values().collect::<Vec<_>>(), [&None]);
+        std::fs::write(&file, format!("{KEY} node-a\n")).expect("written");
+        let store = TrustStore::load(&[file], false).expect("a bound key");
+        assert_eq!(store.keys.values().collect::<Vec<_>>(), [&Some(vec!["node-a".to_owned()])]);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn keys_and_data_folders_others_may_write_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let scratch = Scratch::new("modes");
+        let data = scratch.0.join("data");
+        let key = data_dir_key(&data, "node-a").expect("made on first use");
+        assert_eq!(data_dir_key(&data, "node-a").expect("read again").public(), key.public());
+        let mode = |path: &Path, mode: u32| std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode));
+
+        mode(&data, 0o770).expect("chmod");
+        let err = data_dir_key(&data, "node-a").expect_err("group-writable folder").to_string();
+        assert!(err.contains("data folder") && err.contains("writable by others (mode 770)"), "{err}");
+        mode(&data, 0o755).expect("chmod");
+        assert!(data_dir_key(&data, "node-a").is_ok(), "a folder others may only read is fine");
+
+        let file = data.join(KEY_FILE);
+        mode(&file, 0o640).expect("chmod");
+        let err = data_dir_key(&data, "node-a").expect_err("group-readable key").to_string();
+        assert!(err.contains("key file") && err.contains("mode 640") && err.contains("chmod go-rwx"), "{err}");
+        mode(&file, 0o600).expect("chmod");
+
+        // Another user's key (only root can make one here).
+        if rustix::process::geteuid().is_root() {
+            std::os::unix::fs::chown(&file, Some(4242), None).expect("chown");
+            let err = data_dir_key(&data, "node-a").expect_err("another user's key").to_string();
+            assert!(err.contains("belongs to user 4242"), "{err}");
+        }
     }
 }

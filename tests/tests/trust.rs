@@ -135,7 +135,13 @@ async fn replayed_duplicated_tampered_forged_and_unsigned_replies_change_nothing
     weak[key_at..key_at + 32].copy_from_slice(&identity);
     weak.extend_from_slice(&identity);
     weak.extend_from_slice(&[0; 32]);
-    spy.publish(inbox, weak.into()).await?;
+    spy.publish(inbox.clone(), weak.into()).await?;
+    // Signed with node a's own key, but two minutes old (as from a node
+    // whose clock is off, or kept to be replayed): outside the skew.
+    let a_key = NodeKey::from_pem(&std::fs::read_to_string(a._keys.path().join("node.key"))?)?;
+    let stale =
+        Envelope { result: Some(Ok(b"stale".to_vec())), timestamp_ms: opened.timestamp_ms - 120_000, ..opened.clone() };
+    spy.publish(inbox, stale.seal(&a_key)?.into()).await?;
     spy.flush().await?;
 
     let outcome = dispatch.await??;
@@ -152,6 +158,7 @@ async fn replayed_duplicated_tampered_forged_and_unsigned_replies_change_nothing
     assert_eq!(count(&stats.replayed), 1, "replayed");
     assert_eq!(count(&stats.malformed), 2, "unsigned and weak key");
     assert_eq!(count(&stats.untrusted_key), 1, "forged");
+    assert_eq!(count(&stats.clock_skew), 1, "stale");
     redis.assert_every_key_expires().await
 }
 

@@ -239,7 +239,7 @@ pub(crate) struct AuthArgs {
 #[derive(Debug, Args)]
 pub(crate) struct TrustArgs {
     /// Trusted public keys: a file, or a folder of files, of lines
-    /// `ed25519:<hex> [node-id]` (repeatable). Distributed mode needs this or
+    /// `ed25519:<hex> <node-id>` (`*` for any node id; repeatable). Distributed mode needs this or
     /// --trust-mesh.
     #[arg(long, value_name = "PATH")]
     pub(crate) trust: Vec<PathBuf>,

@@ -65,6 +65,9 @@ pub struct NatsBus {
 /// configured otherwise.
 pub const DEFAULT_MAX_TASKS: usize = 1024;
 
+/// How far a reply's timestamp may be from this node's clock.
+pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(30);
+
 /// Messages one subscription buffers before its pump reads them.
 const SUBSCRIPTION_CAPACITY: usize = 256;
 
@@ -327,6 +330,24 @@ fn deliver(messages: &[Message], routes: &Routes, security: &Security) {
             valid
         });
     }
+    // A reply is signed just before it leaves: a timestamp far from this
+    // node's clock means one of the two clocks is off (or the reply was
+    // kept to be replayed).
+    let now = unix_ms(SystemTime::now());
+    opened.retain(|(_, s)| {
+        let off = s.envelope.timestamp_ms.abs_diff(now);
+        let fits = off <= MAX_CLOCK_SKEW.as_millis() as u64;
+        if !fits {
+            SecurityStats::count(&stats.clock_skew);
+            warn_limited!(
+                worker = s.envelope.worker.id(),
+                off_ms = off,
+                "rejected a reply whose timestamp is further from this node's clock than the allowed skew; \
+                 check that both clocks are synchronised (NTP)"
+            );
+        }
+        fits
+    });
     let mut routes = routes.lock();
     for (id, sealed) in opened {
         // A reply to a dispatch that has ended is dropped.

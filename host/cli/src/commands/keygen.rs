@@ -16,7 +16,10 @@ pub(crate) fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
     );
     match &args.node_id {
         Some(id) => println!("{} {id}", key.public()),
-        None => println!("{}", key.public()),
+        None => {
+            eprintln!("note: without --node-id the line trusts the key for every node id (`*`)");
+            println!("{} *", key.public());
+        }
     }
     Ok(())
 }
