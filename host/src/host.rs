@@ -46,7 +46,7 @@ fn security(mesh: &MeshConfig, node_id: &str, has_plugins: bool) -> anyhow::Resu
         // A client signs nothing.
         (None, false) => anocast_wire::NodeKey::generate()?,
     };
-    Ok(trust::Security::new(key, node_id, store))
+    Ok(trust::Security::new(key, node_id, store, mesh.trust.clone()))
 }
 
 /// A host: the runtime, the plugins of one folder, a node serving them, and
@@ -65,6 +65,8 @@ pub struct Host {
     runtime: Runtime,
     registry: Option<Arc<ledger::RedisRegistry>>,
     security: Option<Arc<trust::Security>>,
+    /// Reloads the trust files when they change.
+    _trust_watch: Option<trust::TrustWatch>,
 }
 
 impl Host {
@@ -82,6 +84,10 @@ impl Host {
         };
         let security = match &config.mesh {
             Some(mesh) => Some(Arc::new(security(mesh, &config.node_id, config.plugins.is_some())?)),
+            None => None,
+        };
+        let trust_watch = match &security {
+            Some(security) => security.watch()?,
             None => None,
         };
         type Parts =
@@ -144,6 +150,7 @@ impl Host {
             runtime,
             registry,
             security,
+            _trust_watch: trust_watch,
         })
     }
 

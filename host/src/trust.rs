@@ -120,6 +120,14 @@ pub(crate) fn data_dir_key(data_dir: &Path, node_id: &str) -> anyhow::Result<Nod
     Ok(key)
 }
 
+/// A running watch of the trust files; dropping it stops watching.
+pub struct TrustWatch {
+    _debouncer: notify_debouncer_full::Debouncer<
+        notify_debouncer_full::notify::RecommendedWatcher,
+        notify_debouncer_full::RecommendedCache,
+    >,
+}
+
 /// The trusted keys, and whether to trust the mesh's registry too.
 #[derive(Debug, Default)]
 pub(crate) struct TrustStore {
@@ -249,7 +257,10 @@ impl SecurityStats {
 pub struct Security {
     key: NodeKey,
     node_id: String,
-    store: TrustStore,
+    /// The trusted keys, swapped whole when the trust files change.
+    store: arc_swap::ArcSwap<TrustStore>,
+    /// Where the trust files are, to read them again.
+    paths: Vec<PathBuf>,
     registry: OnceLock<Arc<dyn Registry>>,
     /// What was rejected.
     pub stats: SecurityStats,
@@ -263,8 +274,66 @@ impl std::fmt::Debug for Security {
 
 impl Security {
     /// A node signing with `key` as `node_id`, trusting `store`.
-    pub(crate) fn new(key: NodeKey, node_id: &str, store: TrustStore) -> Self {
-        Security { key, node_id: node_id.to_owned(), store, registry: OnceLock::new(), stats: SecurityStats::default() }
+    pub(crate) fn new(key: NodeKey, node_id: &str, store: TrustStore, paths: Vec<PathBuf>) -> Self {
+        Security {
+            key,
+            node_id: node_id.to_owned(),
+            store: arc_swap::ArcSwap::from_pointee(store),
+            paths,
+            registry: OnceLock::new(),
+            stats: SecurityStats::default(),
+        }
+    }
+
+    /// Reads the trust files again; on an error the keys trusted so far
+    /// stay, and the error says why.
+    pub(crate) fn reload(&self) -> anyhow::Result<usize> {
+        let mesh = self.store.load().mesh;
+        let store = TrustStore::load(&self.paths, mesh)?;
+        let count = store.keys.len();
+        self.store.store(Arc::new(store));
+        Ok(count)
+    }
+
+    /// Watches the trust files (their folders, so that a file replaced by
+    /// an editor's rename is seen) and reloads them when they change: a
+    /// key is revoked by deleting its line, without a restart. `None` when
+    /// there are no trust files.
+    pub(crate) fn watch(self: &Arc<Self>) -> anyhow::Result<Option<TrustWatch>> {
+        use notify_debouncer_full::notify::{EventKind, RecursiveMode};
+        if self.paths.is_empty() {
+            return Ok(None);
+        }
+        let me = Arc::downgrade(self);
+        let watched: Vec<PathBuf> = self.paths.iter().map(|p| std::fs::canonicalize(p).unwrap_or(p.clone())).collect();
+        let relevant = watched.clone();
+        let mut debouncer = notify_debouncer_full::new_debouncer(
+            std::time::Duration::from_millis(100),
+            None,
+            move |result: notify_debouncer_full::DebounceEventResult| {
+                let Ok(events) = result else { return };
+                let touched = events.iter().any(|e| {
+                    !matches!(e.kind, EventKind::Access(_))
+                        && e.paths.iter().any(|p| relevant.iter().any(|r| p.starts_with(r) || p == r))
+                });
+                let Some(security) = me.upgrade().filter(|_| touched) else { return };
+                match security.reload() {
+                    Ok(keys) => tracing::info!(keys, "reloaded the trust files"),
+                    Err(err) => tracing::warn!(
+                        error = format!("{err:#}"),
+                        "cannot reload the trust files; the keys trusted so far stay"
+                    ),
+                }
+            },
+        )
+        .context("cannot watch the trust files")?;
+        for path in &watched {
+            let folder = if path.is_dir() { path.as_path() } else { path.parent().unwrap_or(Path::new(".")) };
+            debouncer
+                .watch(folder, RecursiveMode::NonRecursive)
+                .with_context(|| format!("cannot watch {}", folder.display()))?;
+        }
+        Ok(Some(TrustWatch { _debouncer: debouncer }))
     }
 
     /// Where the mesh's registered keys are read (for `--trust-mesh`).
@@ -282,12 +351,13 @@ impl Security {
         if worker.node == self.node_id && worker.key == self.key.public() {
             return true;
         }
-        match self.store.keys.get(&worker.key) {
+        let store = self.store.load();
+        match store.keys.get(&worker.key) {
             Some(None) => return true,
             Some(Some(nodes)) if nodes.contains(&worker.node) => return true,
             _ => {}
         }
-        self.store.trusts_mesh()
+        store.trusts_mesh()
             && self.registry.get().and_then(|r| r.node_key(&worker.node)).is_some_and(|k| k == worker.key.to_string())
     }
 }

@@ -253,9 +253,9 @@ async fn nats_over_tls_with_a_client_certificate() -> anyhow::Result<()> {
 async fn redis_password_and_acl_user() -> anyhow::Result<()> {
     let nats = Nats::start()?;
     // The default user has a password; `anocast` may touch only the keys
-    // anocast writes, as docs/security.md recommends.
+    // anocast writes, with the ACL docs/security.md recommends.
     let redis = Redis::start_with(|_, _| {
-        ["--requirepass", "r3dis-pw", "--user", "anocast", "on", ">acl-pw", "~anocast:*", "&*", "+@all"]
+        ["--requirepass", "r3dis-pw", "--user", "anocast", "on", ">acl-pw", "~anocast:*", "+@all", "-@dangerous"]
             .map(str::to_owned)
             .to_vec()
     })?;
@@ -368,5 +368,28 @@ async fn secrets_stay_out_of_errors_and_help() -> anyhow::Result<()> {
         assert!(text.contains("ANOCAST_NATS_PASSWORD") && text.contains("--nats-creds"), "{text}");
         assert!(!text.contains("HELP-"), "`{command} --help` shows a secret: {text}");
     }
+    Ok(())
+}
+
+#[test]
+fn a_config_file_with_a_secret_must_be_owner_only() -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("node.toml");
+    std::fs::write(
+        &config,
+        "plugins = \"p\"\nnats = \"nats://127.0.0.1:1\"\nredis = \"redis://127.0.0.1:1\"\nnats_password = \"c0nfig-pw\"\n",
+    )?;
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644))?;
+    let path = config.to_str().unwrap_or_default();
+    let (code, text) = cli(&["serve", "--config", path], &[])?;
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("holds a password or token and others may read it (mode 644)"), "{text}");
+    assert!(!text.contains("c0nfig-pw"), "{text}");
+    // Owner-only, it gets past that check (to the next: the folder).
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600))?;
+    let (code, text) = cli(&["serve", "--config", path], &[])?;
+    assert_eq!(code, Some(1), "{text}");
+    assert!(!text.contains("others may read it") && !text.contains("c0nfig-pw"), "{text}");
     Ok(())
 }

@@ -222,3 +222,28 @@ async fn a_topic_nobody_serves_is_no_interest_and_no_malformed_reply() -> anyhow
     assert_eq!(stats.malformed.load(std::sync::atomic::Ordering::Relaxed), 0);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_payload_larger_than_the_bus_carries_is_413() -> anyhow::Result<()> {
+    let (nats, redis) = (Nats::start()?, Redis::start()?);
+    let node = node(&nats, &redis, &[guests::ECHO], &[])?;
+    let http = reqwest::Client::new();
+    // NATS carries 1 MiB by default; the HTTP API alone would take 8 MiB.
+    for body in [vec![b'x'; 1536 << 10], vec![b'x'; 1 << 20]] {
+        let response = http.post(format!("{}/v1/dispatch/echo", node.url)).body(body).send().await?;
+        assert_eq!(response.status().as_u16(), 413);
+        let json: Value = response.json().await?;
+        assert!(json["error"].as_str().is_some_and(|e| e.contains("larger than this node accepts")), "{json}");
+    }
+    let response = http.post(format!("{}/v1/dispatch/echo", node.url)).body(vec![b'x'; 900 << 10]).send().await?;
+    assert_eq!(response.status().as_u16(), 200);
+    // A dispatcher in a process of its own says the same.
+    let client = mesh_client(&nats.url(), &redis.url()).await?;
+    let err = client
+        .dispatcher()
+        .dispatch(Topic::parse("echo")?, vec![b'x'; 1 << 20], &options(500, 2000))
+        .await
+        .expect_err("too large");
+    assert!(err.to_string().contains("the bus carries at most"), "{err}");
+    Ok(())
+}

@@ -234,3 +234,35 @@ async fn a_worker_done_on_its_first_poll_sends_one_envelope() -> anyhow::Result<
     assert!(echo.0 >= DISPATCHES / 2, "echo's replies were seldom combined: {echo:?}");
     redis.assert_every_key_expires().await
 }
+
+#[tokio::test]
+async fn a_key_removed_from_the_trust_file_is_revoked_without_a_restart() -> anyhow::Result<()> {
+    let (nats, redis) = (Nats::start()?, Redis::start()?);
+    let a = node(&nats, &redis, "a", &[guests::ECHO])?;
+    let (client, trust) = client(&nats, &redis, &[&a]).await?;
+    converge(&client, 1).await?;
+    let echo = |client: &Host| {
+        let dispatcher = client.dispatcher().clone();
+        async move { anyhow::Ok(dispatcher.dispatch(Topic::parse("echo")?, b"hi".to_vec(), &options(500, 2000)).await?) }
+    };
+    assert_eq!(echo(&client).await?.status, Status::Complete);
+
+    // Revoke: the file is replaced (written aside, then renamed over, as
+    // editors do) without node a's line.
+    let aside = trust.path().with_extension("new");
+    std::fs::write(&aside, "# nobody\n")?;
+    std::fs::rename(&aside, trust.path())?;
+    let revoked = async || Ok(echo(&client).await?.partials.is_empty());
+    wait_until("node a's replies are refused", Duration::from_secs(5), revoked).await?;
+    let outcome = echo(&client).await?;
+    assert_eq!(outcome.status, Status::NoInterest, "{}", outcome.to_json());
+    assert_eq!(outcome.untrusted, ["a/echo@1.0.0"], "{}", outcome.to_json());
+
+    // A broken file changes nothing; trusting the key again restores it.
+    std::fs::write(trust.path(), "not a key\n")?;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(echo(&client).await?.partials.is_empty());
+    std::fs::write(trust.path(), format!("{} {}\n", a.public, a.id))?;
+    let restored = async || Ok(echo(&client).await?.status == Status::Complete);
+    wait_until("node a is trusted again", Duration::from_secs(5), restored).await
+}

@@ -426,7 +426,7 @@ fn test() -> anyhow::Result<()> {
 fn bench(args: &[String]) -> anyhow::Result<()> {
     plugins()?;
     ensure_packages(&[("redis-server", "redis-server"), ("nats-server", "nats-server")])?;
-    for bench in ["embedded", "distributed", "reload", "nested", "languages"] {
+    for bench in ["embedded", "distributed", "http", "reload", "nested", "languages"] {
         step(&format!("benchmark: {bench} (release build; the first one takes several minutes)"));
         run(
             cargo().args(["bench", "-p", "anocast-tests", "--bench", bench, "--"]).args(args),

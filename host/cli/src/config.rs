@@ -94,6 +94,20 @@ impl FileConfig {
         let config: FileConfig = toml::from_str(&text)
             .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.message()))
             .with_context(|| format!("invalid config file {}", path.display()))?;
+        let secrets = [&config.nats_password, &config.nats_token, &config.redis_password];
+        #[cfg(unix)]
+        if secrets.iter().any(|s| s.is_some()) {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(path)?.permissions().mode() & 0o777;
+            anyhow::ensure!(
+                mode & 0o077 == 0,
+                "config file {} holds a password or token and others may read it (mode {mode:o}); chmod 600 {}",
+                path.display(),
+                path.display()
+            );
+        }
+        #[cfg(not(unix))]
+        let _ = secrets;
         if let Some(mib) = config.memory_limit_mib {
             anyhow::ensure!((1..=4096).contains(&mib), "{}: memory_limit_mib must be 1-4096", path.display());
         }

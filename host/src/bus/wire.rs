@@ -65,8 +65,20 @@ impl From<names::NameError> for WireError {
     }
 }
 
+/// The one value of header `name` (names are case-sensitive); a header
+/// given twice is refused, so that no two readers can see different values.
+fn optional<'a>(headers: Option<&'a HeaderMap>, name: &str) -> Result<Option<&'a str>, WireError> {
+    let Some(headers) = headers else { return Ok(None) };
+    let mut values = headers.get_all(name);
+    let first = values.next().map(|v| v.as_str());
+    if values.next().is_some() {
+        return Err(WireError(format!("the {name} header is repeated")));
+    }
+    Ok(first)
+}
+
 fn header<'a>(headers: Option<&'a HeaderMap>, name: &str) -> Result<&'a str, WireError> {
-    headers.and_then(|h| h.get(name)).map(|v| v.as_str()).ok_or_else(|| WireError(format!("no {name} header")))
+    optional(headers, name)?.ok_or_else(|| WireError(format!("no {name} header")))
 }
 
 /// The subject a task on `topic` is published on.
@@ -112,7 +124,7 @@ pub fn decode_task(subject: &str, headers: Option<&HeaderMap>, body: &[u8]) -> R
         deadline: UNIX_EPOCH + Duration::from_millis(deadline),
         depth,
         ancestry,
-        expected: match headers.and_then(|h| h.get(EXPECTED)).map(|v| v.as_str()) {
+        expected: match optional(headers, EXPECTED)? {
             Some(names) if !names.is_empty() => names
                 .split(',')
                 .map(|name| {
@@ -224,5 +236,29 @@ mod tests {
             }
         }
         assert!(decode_task("anocast.task.a", Some(&without), &body).is_err(), "the ancestors' topics are required");
+    }
+
+    #[test]
+    fn repeated_and_miscased_headers_are_refused_and_an_empty_expected_is_absent() {
+        for name in [REQUEST_ID, DEADLINE, EXPECTED] {
+            let (mut headers, body) = encode_task(&task());
+            let value = headers.get(name).map(|v| v.as_str().to_owned()).unwrap_or_else(|| "echo".into());
+            headers.append(name, value.as_str());
+            headers.append(name, value.as_str());
+            let err = decode_task("anocast.task.a", Some(&headers), &body).expect_err("repeated");
+            assert!(err.to_string().contains("is repeated"), "{name}: {err}");
+        }
+        let (headers, body) = encode_task(&task());
+        let mut lower = HeaderMap::new();
+        for (name, values) in headers.iter() {
+            for value in values {
+                lower.insert(name.to_string().to_lowercase().as_str(), value.clone());
+            }
+        }
+        assert!(decode_task("anocast.task.a", Some(&lower), &body).is_err(), "header names are case-sensitive");
+        let (mut headers, body) = encode_task(&task());
+        headers.insert(EXPECTED, "");
+        let task = decode_task("anocast.task.a", Some(&headers), &body).expect("an empty list is no list");
+        assert!(task.expected.is_empty());
     }
 }
