@@ -393,3 +393,22 @@ fn a_config_file_with_a_secret_must_be_owner_only() -> anyhow::Result<()> {
     assert!(!text.contains("others may read it") && !text.contains("c0nfig-pw"), "{text}");
     Ok(())
 }
+
+#[test]
+fn keygen_writes_a_key_openssl_reads() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let key = dir.path().join("node.key");
+    let key_arg = key.to_str().unwrap_or_default();
+    let (code, text) = cli(&["keygen", "--out", key_arg, "--node-id", "node-a"], &[])?;
+    assert_eq!(code, Some(0), "{text}");
+    let public = text.lines().find(|l| l.starts_with("ed25519:")).unwrap_or_default().to_owned();
+    assert!(public.ends_with(" node-a"), "{text}");
+    // OpenSSL reads the private key (PKCS#8 v1) and derives the same
+    // public key.
+    let out =
+        std::process::Command::new("openssl").args(["pkey", "-in", key_arg, "-pubout", "-outform", "DER"]).output()?;
+    assert!(out.status.success(), "openssl: {}", String::from_utf8_lossy(&out.stderr));
+    let raw = &out.stdout[out.stdout.len() - 32..];
+    assert_eq!(format!("ed25519:{} node-a", hex::encode(raw)), public);
+    Ok(())
+}

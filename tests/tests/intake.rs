@@ -62,6 +62,18 @@ fn forged_task(topic: &str, deadline_ms: u64, payload: Vec<u8>) -> (String, asyn
     (format!("anocast.task.{topic}"), headers, payload.into())
 }
 
+/// A plugin-less client of the mesh, once the echo node answers it.
+async fn echo_client(nats: &Nats, redis: &Redis) -> anyhow::Result<(anocast::Host, Topic)> {
+    let client = mesh_client(&nats.url(), &redis.url()).await?;
+    let echo = Topic::parse("echo")?;
+    let ready = async || {
+        let outcome = client.dispatcher().dispatch(echo.clone(), b"hi".to_vec(), &options(500, 2000)).await?;
+        Ok(outcome.status == Status::Complete)
+    };
+    wait_until("the node answers", Duration::from_secs(10), ready).await?;
+    Ok((client, echo))
+}
+
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
 }
@@ -108,13 +120,7 @@ async fn a_flood_of_large_tasks_leaves_memory_bounded_and_the_node_alive() -> an
     let (nats, redis) = (Nats::start()?, Redis::start()?);
     let node = node(&nats, &redis, &[guests::ECHO], &["--max-tasks", "8"])?;
     let (pid, url) = (node.process.0.id(), &node.url);
-    let client = mesh_client(&nats.url(), &redis.url()).await?;
-    let echo = Topic::parse("echo")?;
-    let ready = async || {
-        let outcome = client.dispatcher().dispatch(echo.clone(), b"hi".to_vec(), &options(500, 2000)).await?;
-        Ok(outcome.status == Status::Complete)
-    };
-    wait_until("the node answers", Duration::from_secs(10), ready).await?;
+    let (client, echo) = echo_client(&nats, &redis).await?;
     let before = rss(pid)?;
 
     // 2,000 tasks of 512 KiB (1 GiB in all), as fast as one client sends.
@@ -159,13 +165,7 @@ async fn a_task_whose_deadline_lies_beyond_any_dispatch_is_refused() -> anyhow::
     let (nats, redis) = (Nats::start()?, Redis::start()?);
     let node = node(&nats, &redis, &[guests::ECHO], &[])?;
     let url = &node.url;
-    let client = mesh_client(&nats.url(), &redis.url()).await?;
-    let echo = Topic::parse("echo")?;
-    let ready = async || {
-        let outcome = client.dispatcher().dispatch(echo.clone(), b"hi".to_vec(), &options(500, 2000)).await?;
-        Ok(outcome.status == Status::Complete)
-    };
-    wait_until("the node answers", Duration::from_secs(10), ready).await?;
+    let _client = echo_client(&nats, &redis).await?;
 
     let raw = async_nats::connect(nats.url()).await?;
     let inbox = raw.new_inbox();

@@ -389,7 +389,7 @@ fn dev(args: &[String]) -> anyhow::Result<()> {
 
 fn test() -> anyhow::Result<()> {
     ensure_wasm_target()?;
-    ensure_packages(&[("redis-server", "redis-server"), ("nats-server", "nats-server")])?;
+    ensure_packages(&[("redis-server", "redis-server"), ("nats-server", "nats-server"), ("openssl", "openssl")])?;
     // The tests' build script builds the plugins and test guests in every
     // language with these.
     tools::ensure(&Lang::ALL.into_iter().collect())?;
@@ -425,7 +425,7 @@ fn test() -> anyhow::Result<()> {
 
 fn bench(args: &[String]) -> anyhow::Result<()> {
     plugins()?;
-    ensure_packages(&[("redis-server", "redis-server"), ("nats-server", "nats-server")])?;
+    ensure_packages(&[("redis-server", "redis-server"), ("nats-server", "nats-server"), ("openssl", "openssl")])?;
     for bench in ["embedded", "distributed", "http", "reload", "nested", "languages"] {
         step(&format!("benchmark: {bench} (release build; the first one takes several minutes)"));
         run(

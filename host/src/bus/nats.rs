@@ -61,15 +61,51 @@ pub struct NatsBus {
     intake: Arc<tokio::sync::Semaphore>,
 }
 
+/// Opens a connection to `url` as `auth` says, waiting at most `timeout`.
+async fn open(url: &str, auth: &NatsAuth, name: &str, timeout: Duration) -> Result<Client, BusError> {
+    let (addresses, options) = connect_options(url, auth).await?;
+    let options =
+        options.name(name).connection_timeout(timeout).max_reconnects(None).event_callback(|event| async move {
+            match event {
+                async_nats::Event::Connected => tracing::info!("connected to NATS"),
+                async_nats::Event::Disconnected => tracing::warn!("disconnected from NATS; reconnecting"),
+                other => tracing::debug!(event = %other, "NATS event"),
+            }
+        });
+    tokio::time::timeout(timeout, options.connect(addresses.as_str()))
+        .await
+        .map_err(|_| {
+            BusError::new(
+                ErrorKind::TimedOut,
+                format!(
+                    "cannot connect to NATS at {addresses}: no answer within {}",
+                    humantime::format_duration(timeout)
+                ),
+            )
+        })?
+        .map_err(|e| {
+            use async_nats::ConnectErrorKind as K;
+            let kind = match e.kind() {
+                K::TimedOut => ErrorKind::TimedOut,
+                K::Authentication | K::AuthorizationViolation => ErrorKind::Refused,
+                K::ServerParse => ErrorKind::Malformed,
+                K::Tls => ErrorKind::Config,
+                _ => ErrorKind::Unreachable,
+            };
+            let what = match kind {
+                ErrorKind::Refused => format!("NATS at {addresses} refused this node's credentials"),
+                _ => format!("cannot connect to NATS at {addresses}"),
+            };
+            BusError::with_source(kind, what, e)
+        })
+}
+
 /// Most tasks from the mesh a node runs (or waits to run) at once, unless
 /// configured otherwise.
 pub const DEFAULT_MAX_TASKS: usize = 1024;
 
 /// How far a reply's timestamp may be from this node's clock.
 pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(30);
-
-/// Messages one subscription buffers before its pump reads them.
-const SUBSCRIPTION_CAPACITY: usize = 256;
 
 /// How far a task's deadline may lie beyond [`MAX_TIMEOUT`], for clocks
 /// that disagree.
@@ -121,41 +157,7 @@ impl NatsBus {
         timeout: Duration,
         security: Arc<Security>,
     ) -> Result<Self, BusError> {
-        let (addresses, options) = connect_options(url, auth).await?;
-        let options =
-            options.name(name).connection_timeout(timeout).max_reconnects(None).event_callback(|event| async move {
-                match event {
-                    async_nats::Event::Connected => tracing::info!("connected to NATS"),
-                    async_nats::Event::Disconnected => tracing::warn!("disconnected from NATS; reconnecting"),
-                    other => tracing::debug!(event = %other, "NATS event"),
-                }
-            });
-        let client = tokio::time::timeout(timeout, options.connect(addresses.as_str()))
-            .await
-            .map_err(|_| {
-                BusError::new(
-                    ErrorKind::TimedOut,
-                    format!(
-                        "cannot connect to NATS at {addresses}: no answer within {}",
-                        humantime::format_duration(timeout)
-                    ),
-                )
-            })?
-            .map_err(|e| {
-                use async_nats::ConnectErrorKind as K;
-                let kind = match e.kind() {
-                    K::TimedOut => ErrorKind::TimedOut,
-                    K::Authentication | K::AuthorizationViolation => ErrorKind::Refused,
-                    K::ServerParse => ErrorKind::Malformed,
-                    K::Tls => ErrorKind::Config,
-                    _ => ErrorKind::Unreachable,
-                };
-                let what = match kind {
-                    ErrorKind::Refused => format!("NATS at {addresses} refused this node's credentials"),
-                    _ => format!("cannot connect to NATS at {addresses}"),
-                };
-                BusError::with_source(kind, what, e)
-            })?;
+        let client = open(url, auth, name, timeout).await?;
         let prefix = client.new_inbox();
         let mut subscriber = client
             .subscribe(format!("{prefix}.*"))
@@ -221,9 +223,7 @@ async fn connect_options(url: &str, auth: &NatsAuth) -> Result<(String, ConnectO
     let config = |what: String| BusError::new(ErrorKind::Config, what);
     let (addresses, in_url) = strip_credentials(url).map_err(|e| config(format!("--nats: {e}")))?;
     let mut ways: Vec<&str> = Vec::new();
-    // Messages a subscription holds before its pump reads them; beyond,
-    // the client drops them (a flood costs at most this many payloads).
-    let mut options = ConnectOptions::new().subscription_capacity(SUBSCRIPTION_CAPACITY);
+    let mut options = ConnectOptions::new();
     let (user, password) = match (&auth.user, &auth.password, &in_url) {
         (Some(user), Some(password), _) => (Some(user.clone()), Some(password.clone())),
         (None, Some(password), Some(UrlCredentials::User(user, _))) => (Some(user.clone()), Some(password.clone())),
@@ -466,6 +466,8 @@ const HEADER_ROOM: usize = 64 << 10;
 #[async_trait]
 impl Bus for NatsBus {
     async fn flush(&self) -> Result<(), BusError> {
+        // Replies are published on the main connection; only it carries
+        // what must leave before the process does.
         tokio::time::timeout(Duration::from_secs(5), self.client.flush())
             .await
             .map_err(|_| BusError::new(ErrorKind::TimedOut, "NATS did not confirm the last messages within 5s"))?
@@ -587,37 +589,44 @@ impl Bus for NatsBus {
                             SecurityStats::count(&stats.far_deadlines);
                             warn_limited!(topic = %task.topic, "ignored a task whose deadline lies further ahead than any dispatch may ask");
                         }
-                        (Ok(task), Some(reply)) => {
-                            let task = Arc::new(task);
-                            let reply_to = NatsReplyTo {
-                                client: client.clone(),
-                                subject: reply,
-                                task: task.clone(),
-                                security: security.clone(),
-                            };
-                            match intake.clone().try_acquire_owned() {
-                                Ok(room) => {
-                                    let work = receiver.receive(task, &reply_to);
-                                    let work: super::Work = Box::pin(async move {
-                                        work.await;
-                                        drop(room);
-                                    });
-                                    if inline.is_empty() {
-                                        inline.push(work);
-                                    } else {
-                                        tokio::spawn(work);
-                                    }
-                                }
-                                // No room: answered here, in the pump, so
-                                // that a flood is read no faster than it is
-                                // answered, and nothing is spawned for it.
-                                Err(_) => {
-                                    SecurityStats::count(&stats.busy);
-                                    warn_limited!(topic = %task.topic, "answered a task busy: this node has its most tasks in flight");
-                                    receiver.busy(task, &reply_to).await;
+                        (Ok(task), Some(reply)) => match intake.clone().try_acquire_owned() {
+                            Ok(room) => {
+                                let task = Arc::new(task);
+                                let reply_to = NatsReplyTo {
+                                    client: client.clone(),
+                                    subject: reply,
+                                    task: task.clone(),
+                                    security: security.clone(),
+                                };
+                                let work = receiver.receive(task, &reply_to);
+                                let work: super::Work = Box::pin(async move {
+                                    work.await;
+                                    drop(room);
+                                });
+                                if inline.is_empty() {
+                                    inline.push(work);
+                                } else {
+                                    tokio::spawn(work);
                                 }
                             }
-                        }
+                            // No room: the payload is let go at once, and
+                            // only the small signed answer waits to leave,
+                            // so that the pump keeps reading at the speed
+                            // of the wire and a flood is held neither in
+                            // tasks nor in the subscription's buffer.
+                            Err(_) => {
+                                SecurityStats::count(&stats.busy);
+                                warn_limited!(topic = %task.topic, "answered a task busy: this node has its most tasks in flight");
+                                let bare = Arc::new(Task { payload: Vec::new(), ..task });
+                                let reply_to = NatsReplyTo {
+                                    client: client.clone(),
+                                    subject: reply,
+                                    task: bare.clone(),
+                                    security: security.clone(),
+                                };
+                                tokio::spawn(receiver.busy(bare, &reply_to));
+                            }
+                        },
                         (Err(err), _) => {
                             SecurityStats::count(&stats.malformed_tasks);
                             warn_limited!(%err, "ignored a task");

@@ -74,9 +74,11 @@ impl NodeKey {
         Ok(NodeKey { key, signer })
     }
 
-    /// The key as PKCS#8 PEM text.
+    /// The key as PKCS#8 v1 PEM text (RFC 8410: the seed alone, no public
+    /// key), the form OpenSSL, Python's `cryptography` and Go read. Reading
+    /// takes v1 and v2 (with the public key) alike.
     pub fn to_pem(&self) -> Result<String, WireError> {
-        self.key
+        ed25519_dalek::pkcs8::KeypairBytes { secret_key: self.key.to_bytes(), public_key: None }
             .to_pkcs8_pem(LineEnding::LF)
             .map(|pem| pem.to_string())
             .map_err(|e| WireError::new(format!("cannot encode the key: {e}")))
@@ -253,7 +255,11 @@ mod tests {
         let key = NodeKey::generate()?;
         let public = key.public();
         assert_eq!(PublicKey::parse(&public.to_string())?, public);
-        let again = NodeKey::from_pem(&key.to_pem()?)?;
+        let pem = key.to_pem()?;
+        // PKCS#8 v1 of an ed25519 seed: 48 bytes of DER, version 0.
+        let der = pem.lines().filter(|l| !l.starts_with("-----")).collect::<String>();
+        assert!(der.starts_with("MC4CAQAwBQYDK2Vw"), "not PKCS#8 v1: {pem}");
+        let again = NodeKey::from_pem(&pem)?;
         assert_eq!(again.public(), public);
         Ok(())
     }
