@@ -59,6 +59,9 @@ pub struct NatsBus {
     security: Arc<Security>,
     /// Room for tasks in flight on this node, over all its plugins.
     intake: Arc<tokio::sync::Semaphore>,
+    /// The largest task payload: the server's `max_payload` at connection
+    /// less room for the headers (read once: `server_info` clones).
+    max_payload: usize,
 }
 
 /// Opens a connection to `url` as `auth` says, waiting at most `timeout`.
@@ -203,7 +206,8 @@ impl NatsBus {
             _lifecycle: AbortOnDrop(watcher),
         });
         let intake = Arc::new(tokio::sync::Semaphore::new(DEFAULT_MAX_TASKS));
-        Ok(NatsBus { client, inboxes, security, intake })
+        let max_payload = client.server_info().max_payload.saturating_sub(HEADER_ROOM);
+        Ok(NatsBus { client, inboxes, security, intake, max_payload })
     }
 }
 
@@ -475,7 +479,7 @@ impl Bus for NatsBus {
     }
 
     fn max_payload(&self) -> usize {
-        self.client.server_info().max_payload.saturating_sub(HEADER_ROOM)
+        self.max_payload
     }
 
     async fn open_inbox(&self, task: &Task) -> Result<Inbox, BusError> {
