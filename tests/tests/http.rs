@@ -351,3 +351,23 @@ fn a_public_address_without_a_token_is_refused_at_start() -> anyhow::Result<()> 
     assert!(stderr.contains("not a loopback address, so it needs an API token"), "{stderr}");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_chunked_body_past_the_limit_is_413() -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let api = serve(&[guests::ECHO], &[]).await?;
+    let mut stream = tokio::net::TcpStream::connect(api.base.trim_start_matches("http://")).await?;
+    // No declared length: the node finds out while reading, one byte past
+    // its limit.
+    let over = anocast::gateway::MAX_PAYLOAD + 1;
+    let head =
+        format!("POST /v1/dispatch/echo HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n{over:x}\r\n");
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(&vec![b'x'; over]).await?;
+    let mut answer = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(10), stream.read_to_end(&mut answer)).await??;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("larger than this node accepts"), "{answer}");
+    Ok(())
+}
