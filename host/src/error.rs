@@ -2,6 +2,9 @@
 //! ([`BusError`]), the ledger ([`LedgerError`]) and the store
 //! ([`StoreError`]). Each carries a [`ErrorKind`] that callers can match,
 //! says what was being done, and keeps its source.
+//!
+//! Also the rate limit on warnings about rejected input ([`LogGate`],
+//! `warn_limited!`), shared by every layer that reads from peers.
 
 use std::fmt;
 use std::sync::Arc;
@@ -135,6 +138,51 @@ impl StoreError {
         StoreError::with_source(ErrorKind::of_redis(&err), what, err)
     }
 }
+
+/// Lets a log line through at most once per ten seconds per call site;
+/// the lines held back meanwhile are counted into the next one. Hostile
+/// peers can send bad messages faster than a log can take them; every one
+/// is still counted in its rejection counter.
+pub(crate) struct LogGate {
+    last_ms: std::sync::atomic::AtomicU64,
+    held: std::sync::atomic::AtomicU64,
+}
+
+impl LogGate {
+    const QUIET_MS: u64 = 10_000;
+
+    pub(crate) const fn new() -> Self {
+        LogGate { last_ms: std::sync::atomic::AtomicU64::new(0), held: std::sync::atomic::AtomicU64::new(0) }
+    }
+
+    /// `Some(lines held back)` when a line may be written now.
+    pub(crate) fn pass(&self) -> Option<u64> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+        let last = self.last_ms.load(Relaxed);
+        if now.saturating_sub(last) >= Self::QUIET_MS
+            && self.last_ms.compare_exchange(last, now, Relaxed, Relaxed).is_ok()
+        {
+            Some(self.held.swap(0, Relaxed))
+        } else {
+            self.held.fetch_add(1, Relaxed);
+            None
+        }
+    }
+}
+
+/// `tracing::warn!`, at most once per ten seconds per call site (see
+/// [`LogGate`]), with the number of lines held back as `held_back`.
+macro_rules! warn_limited {
+    ($($arg:tt)+) => {{
+        static GATE: $crate::error::LogGate = $crate::error::LogGate::new();
+        if let Some(held_back) = GATE.pass() {
+            tracing::warn!(held_back, $($arg)+);
+        }
+    }};
+}
+pub(crate) use warn_limited;
 
 #[cfg(test)]
 mod tests {

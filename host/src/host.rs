@@ -22,6 +22,7 @@ fn node_info(id: &str, security: &trust::Security, plugins: &PluginSet) -> ledge
     ledger::NodeInfo {
         id: id.to_owned(),
         key: security.key().public().to_string(),
+        signed_ms: 0,
         plugins: plugins
             .loaded
             .iter()
@@ -35,16 +36,17 @@ fn node_info(id: &str, security: &trust::Security, plugins: &PluginSet) -> ledge
 }
 
 /// This node's key and trust, as configured.
-fn security(mesh: &MeshConfig, node_id: &str, has_plugins: bool) -> anyhow::Result<trust::Security> {
+fn security(mesh: &MeshConfig, node_id: &str) -> anyhow::Result<trust::Security> {
     let store = trust::TrustStore::load(&mesh.trust, mesh.trust_mesh)?;
-    let key = match (&mesh.key, has_plugins) {
-        (Some(path), _) => trust::read_key(path)?,
-        (None, true) => {
+    // A plugin-less client signs its tasks and decisions too: nodes run
+    // only what a key they trust dispatched. Its key is made on first use,
+    // like a node's, and must be put in the nodes' trust files.
+    let key = match &mesh.key {
+        Some(path) => trust::read_key(path)?,
+        None => {
             let dir = mesh.data_dir.clone().unwrap_or_else(|| trust::default_data_dir(node_id));
             trust::data_dir_key(&dir, node_id)?
         }
-        // A client signs nothing.
-        (None, false) => anocast_wire::NodeKey::generate()?,
     };
     Ok(trust::Security::new(key, node_id, store, mesh.trust.clone()))
 }
@@ -83,7 +85,7 @@ impl Host {
             None => PluginSet::default(),
         };
         let security = match &config.mesh {
-            Some(mesh) => Some(Arc::new(security(mesh, &config.node_id, config.plugins.is_some())?)),
+            Some(mesh) => Some(Arc::new(security(mesh, &config.node_id)?)),
             None => None,
         };
         let trust_watch = match &security {
@@ -108,7 +110,8 @@ impl Host {
                 // plugins may be dropped in later) registers; a plugin-less
                 // client does not.
                 let me = config.plugins.is_some().then(|| node_info(&config.node_id, security, &plugins));
-                let registry = Arc::new(ledger::RedisRegistry::start(conn.clone(), me, mesh.liveness).await);
+                let registry =
+                    Arc::new(ledger::RedisRegistry::start(conn.clone(), me, mesh.liveness, security.clone()).await);
                 security.set_registry(registry.clone());
                 let store = Arc::new(settle::RedisStore::new(conn.clone(), config.settle.retention));
                 (Arc::new(bus), Arc::new(ledger::RedisLedger::new(conn)), Some(registry), store)

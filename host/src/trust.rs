@@ -1,14 +1,21 @@
 //! Node identity and trust, for distributed mode.
 //!
-//! Every node signs what its workers send with an ed25519 key of its own
-//! (the plugins never see it): generated on first start into the node's
-//! data folder (`node.key`, owner-only), or given with `--key FILE`.
-//! Dispatchers accept replies and declarations only from keys they trust:
-//! the keys listed with `--trust PATH` (a file, or a folder of files, of
-//! lines `ed25519:<hex> <node-id>`: the key is trusted only for that node;
-//! `*` instead of a node id, written out and warned about, trusts it for
-//! every node id), their own, and, only when asked with `--trust-mesh`
-//! (development), the key every live node publishes in the mesh's registry.
+//! Every node and every plugin-less client signs with an ed25519 key of
+//! its own (the plugins never see it): generated on first start into the
+//! data folder (`node.key`, owner-only), or given with `--key FILE`. It
+//! signs the tasks it dispatches, its settle decisions, its workers'
+//! replies and declarations, and its registry entry.
+//!
+//! What a key may do is a *role*: `dispatch` (send tasks and settle
+//! decisions that nodes act on) and `reply` (answer tasks, declare on
+//! interest lists, register plugins in the mesh). A node trusts its own
+//! key for both; the keys listed with `--trust PATH` (a file, or a folder
+//! of files, of lines `ed25519:<hex> <node-id> <roles>`: the key is trusted
+//! only for that node id; `*` instead of a node id, written out and warned
+//! about, trusts it for every node id; roles are `reply`, `dispatch` or
+//! `reply,dispatch`) for what their line says; and, only when asked with
+//! `--trust-mesh` (development), every key that signs its own registry
+//! entry, for both roles and the node id of that entry.
 //!
 //! Every rejection is counted in [`SecurityStats`] (shown by
 //! `GET /v1/plugins`) and logged; it changes neither an interest list nor
@@ -23,7 +30,7 @@ use std::sync::{Arc, OnceLock};
 use anocast_wire::{NodeKey, PublicKey, Worker};
 use anyhow::{Context, bail};
 
-use crate::ledger::Registry;
+use crate::ledger::{EntryTrust, Registry};
 
 /// The name of the key file in a node's data folder.
 pub(crate) const KEY_FILE: &str = "node.key";
@@ -71,9 +78,13 @@ pub(crate) fn read_key(path: &Path) -> anyhow::Result<NodeKey> {
     NodeKey::from_pem(&text).with_context(|| format!("invalid key file {}", path.display()))
 }
 
+/// The roles a node's key is trusted for by default in the line
+/// [`write_key`] writes: it answers tasks and dispatches sub-tasks.
+pub const NODE_ROLES: &str = "reply,dispatch";
+
 /// Writes `key` to a new owner-only file at `path` (never over an existing
-/// one), and its public key to `path.pub`.
-pub fn write_key(path: &Path, key: &NodeKey, node_id: Option<&str>) -> anyhow::Result<()> {
+/// one), and its trust line (`<key> <node-id or *> <roles>`) to `path.pub`.
+pub fn write_key(path: &Path, key: &NodeKey, node_id: Option<&str>, roles: &str) -> anyhow::Result<()> {
     use std::io::Write;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
@@ -84,7 +95,8 @@ pub fn write_key(path: &Path, key: &NodeKey, node_id: Option<&str>) -> anyhow::R
     }
     let mut file = options.open(path).with_context(|| format!("cannot create key file {}", path.display()))?;
     file.write_all(key.to_pem()?.as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
-    let public = format!("{} {}\n", key.public(), node_id.unwrap_or("*"));
+    anyhow::ensure!(parse_roles(roles).is_some(), "unknown roles {roles:?}: write reply, dispatch or reply,dispatch");
+    let public = format!("{} {} {roles}\n", key.public(), node_id.unwrap_or("*"));
     let pub_path = public_key_path(path);
     std::fs::write(&pub_path, public).with_context(|| format!("cannot write {}", pub_path.display()))?;
     Ok(())
@@ -115,7 +127,7 @@ pub(crate) fn data_dir_key(data_dir: &Path, node_id: &str) -> anyhow::Result<Nod
     builder.create(data_dir).with_context(|| format!("cannot create the data folder {}", data_dir.display()))?;
     check_owned(data_dir, "data folder", false)?;
     let key = NodeKey::generate()?;
-    write_key(&path, &key, Some(node_id))?;
+    write_key(&path, &key, Some(node_id), NODE_ROLES)?;
     tracing::info!(key = %key.public(), file = %path.display(), "generated this node's signing key");
     Ok(key)
 }
@@ -128,12 +140,50 @@ pub struct TrustWatch {
     >,
 }
 
+/// What a trusted key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Send tasks and settle decisions.
+    Dispatch,
+    /// Answer tasks, declare, and register in the mesh.
+    Reply,
+}
+
+impl Role {
+    fn bit(self) -> u8 {
+        match self {
+            Role::Dispatch => 1,
+            Role::Reply => 2,
+        }
+    }
+}
+
+/// One trust line: for which node id (`None`: any) and which roles.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Grant {
+    node: Option<String>,
+    roles: u8,
+}
+
 /// The trusted keys, and whether to trust the mesh's registry too.
 #[derive(Debug, Default)]
 pub(crate) struct TrustStore {
-    /// Key -> the node ids it may sign for (`None`: any).
-    keys: HashMap<PublicKey, Option<Vec<String>>>,
+    /// Key -> what its lines grant.
+    keys: HashMap<PublicKey, Vec<Grant>>,
     mesh: bool,
+}
+
+/// Reads `reply`, `dispatch` or both, comma-separated.
+fn parse_roles(text: &str) -> Option<u8> {
+    let mut roles = 0;
+    for role in text.split(',') {
+        roles |= match role {
+            "reply" => Role::Reply.bit(),
+            "dispatch" => Role::Dispatch.bit(),
+            _ => return None,
+        };
+    }
+    Some(roles)
 }
 
 impl TrustStore {
@@ -169,44 +219,61 @@ impl TrustStore {
             }
             let mut fields = line.split_whitespace();
             let key = fields.next().unwrap_or_default();
-            let node = fields.next();
+            let (node, roles) = (fields.next(), fields.next());
+            let at = format!("{}:{}", path.display(), n + 1);
             if fields.next().is_some() {
-                bail!("{}:{}: expected `ed25519:<hex> <node-id>` (or `*` for any node id)", path.display(), n + 1);
+                bail!(
+                    "{at}: expected `ed25519:<hex> <node-id> <roles>` (`*` for any node id; roles reply, dispatch or reply,dispatch)"
+                );
             }
-            let key = PublicKey::parse(key).map_err(|e| anyhow::anyhow!("{}:{}: {e}", path.display(), n + 1))?;
-            match node {
-                None => bail!(
-                    "{}:{}: a key without a node id: name the node it may sign for, or write `{key} *` to trust \
-                     it for every node id",
-                    path.display(),
-                    n + 1
-                ),
-                Some("*") => {
-                    tracing::warn!(
-                        file = %path.display(),
-                        line = n + 1,
-                        %key,
-                        "a trust line trusts a key for every node id (`*`): whoever holds it may speak for any node"
-                    );
-                    self.add(key, None);
+            let key = PublicKey::parse(key).map_err(|e| anyhow::anyhow!("{at}: {e}"))?;
+            let Some(node) = node else {
+                bail!(
+                    "{at}: a key without a node id: name the node it may sign for, or write `{key} * reply,dispatch` \
+                     to trust it for every node id"
+                )
+            };
+            let node = match node {
+                "*" => None,
+                node => {
+                    anocast_wire::names::check_node_id(node).with_context(|| at.clone())?;
+                    Some(node)
                 }
-                Some(node) => {
-                    anocast_wire::names::check_node_id(node)
-                        .with_context(|| format!("{}:{}", path.display(), n + 1))?;
-                    self.add(key, Some(node));
-                }
+            };
+            let Some(roles) = roles else {
+                bail!(
+                    "{at}: say what the key may do: `{key} {} reply` for a node's replies, `dispatch` for a \
+                     dispatcher or plugin-less client, `reply,dispatch` for a node that does both",
+                    node.unwrap_or("*")
+                )
+            };
+            let roles = parse_roles(roles).ok_or_else(|| {
+                anyhow::anyhow!("{at}: unknown roles {roles:?}: write reply, dispatch or reply,dispatch")
+            })?;
+            if node.is_none() {
+                tracing::warn!(
+                    file = %path.display(),
+                    line = n + 1,
+                    %key,
+                    "a trust line trusts a key for every node id (`*`): whoever holds it may speak for any node"
+                );
             }
+            self.add(key, node, roles);
         }
         Ok(())
     }
 
-    /// Trusts `key`, for `node` only or (`None`) for any node id.
-    pub fn add(&mut self, key: PublicKey, node: Option<&str>) {
-        match (self.keys.entry(key).or_insert_with(|| Some(Vec::new())), node) {
-            (slot @ Some(_), None) => *slot = None,
-            (Some(nodes), Some(node)) => nodes.push(node.to_owned()),
-            (None, _) => {}
-        }
+    /// Trusts `key` for `roles` (bits of [`Role`]), for `node` only or
+    /// (`None`) for any node id.
+    pub fn add(&mut self, key: PublicKey, node: Option<&str>, roles: u8) {
+        self.keys.entry(key).or_default().push(Grant { node: node.map(str::to_owned), roles });
+    }
+
+    /// Whether a line trusts `key` for `role` as `node`.
+    fn grants(&self, key: &PublicKey, node: &str, role: Role) -> bool {
+        self.keys.get(key).is_some_and(|grants| {
+            grants.iter().any(|g| g.roles & role.bit() != 0 && g.node.as_deref().is_none_or(|n| n == node))
+        })
     }
 
     /// Whether the mesh's registered keys are trusted too.
@@ -243,6 +310,21 @@ pub struct SecurityStats {
     pub far_deadlines: AtomicU64,
     /// Tasks answered `busy` because the node had its most tasks in flight.
     pub busy: AtomicU64,
+    /// Tasks whose signature does not verify (forged or altered).
+    pub forged_tasks: AtomicU64,
+    /// Tasks signed by a key this node does not trust to dispatch (answered
+    /// `untrusted`, nothing ran).
+    pub untrusted_dispatchers: AtomicU64,
+    /// Tasks received a second time (replayed).
+    pub replayed_tasks: AtomicU64,
+    /// Messages of another protocol version.
+    pub old_protocol: AtomicU64,
+    /// Settle decisions whose signature does not verify, from a key not
+    /// trusted to dispatch, or from another key than the root dispatcher's.
+    pub forged_decisions: AtomicU64,
+    /// Registry entries and lifecycle events that are unsigned, stale,
+    /// malformed, out of bounds or signed by an untrusted key.
+    pub untrusted_entries: AtomicU64,
 }
 
 impl SecurityStats {
@@ -346,19 +428,54 @@ impl Security {
         &self.key
     }
 
-    /// Whether `worker`'s key is trusted to sign for its node.
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// Whether `worker`'s key is trusted to reply for its node.
     pub fn trusts(&self, worker: &Worker) -> bool {
-        if worker.node == self.node_id && worker.key == self.key.public() {
+        self.trusts_key(&worker.key, &worker.node, Role::Reply)
+    }
+
+    /// Whether `key` is trusted to dispatch as the node `dispatcher`.
+    pub fn may_dispatch(&self, dispatcher: &str, key: &PublicKey) -> bool {
+        self.trusts_key(key, dispatcher, Role::Dispatch)
+    }
+
+    /// Whether `key` is trusted for `role` as `node`: this node's own key,
+    /// a trust line, or (with `--trust-mesh`) the key of `node`'s signed
+    /// registry entry.
+    pub fn trusts_key(&self, key: &PublicKey, node: &str, role: Role) -> bool {
+        if node == self.node_id && *key == self.key.public() {
             return true;
         }
         let store = self.store.load();
-        match store.keys.get(&worker.key) {
-            Some(None) => return true,
-            Some(Some(nodes)) if nodes.contains(&worker.node) => return true,
-            _ => {}
-        }
-        store.trusts_mesh()
-            && self.registry.get().and_then(|r| r.node_key(&worker.node)).is_some_and(|k| k == worker.key.to_string())
+        store.grants(key, node, role)
+            || (store.trusts_mesh() && self.registry.get().and_then(|r| r.node_key(node)).is_some_and(|k| k == *key))
+    }
+
+    /// Whether a registry entry or lifecycle event that `key` signed for
+    /// `node` is believed: with `--trust-mesh` any self-signed one, else
+    /// only one from a key trusted to reply as `node`.
+    pub fn trusts_entry(&self, node: &str, key: &PublicKey) -> bool {
+        (node == self.node_id && *key == self.key.public())
+            || self.store.load().trusts_mesh()
+            || self.store.load().grants(key, node, Role::Reply)
+    }
+}
+
+impl EntryTrust for Security {
+    fn seal(&self, text: &str) -> Result<String, anocast_wire::WireError> {
+        anocast_wire::statement::seal(anocast_wire::statement::NODE, text, &self.key)
+    }
+
+    fn accepts(&self, node: &str, key: &PublicKey) -> bool {
+        self.trusts_entry(node, key)
+    }
+
+    fn rejected(&self) {
+        SecurityStats::count(&self.stats.untrusted_entries);
     }
 }
 
@@ -387,18 +504,27 @@ mod tests {
     const KEY: &str = "ed25519:d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
 
     #[test]
-    fn any_node_must_be_written_out() {
+    fn trust_lines_name_a_node_and_roles() {
         let scratch = Scratch::new("lines");
         let file = scratch.0.join("trusted");
-        std::fs::write(&file, format!("{KEY}\n")).expect("written");
-        let err = TrustStore::load(std::slice::from_ref(&file), false).expect_err("a bare key").to_string();
+        let load = |text: String| {
+            std::fs::write(&file, text).expect("written");
+            TrustStore::load(std::slice::from_ref(&file), false)
+        };
+        let err = load(format!("{KEY}\n")).expect_err("a bare key").to_string();
         assert!(err.contains("trusted:1: a key without a node id") && err.contains(&format!("{KEY} *")), "{err}");
-        std::fs::write(&file, format!("{KEY} *\n")).expect("written");
-        let store = TrustStore::load(std::slice::from_ref(&file), false).expect("a starred key");
-        assert_eq!(store.keys.values().collect::<Vec<_>>(), [&None]);
-        std::fs::write(&file, format!("{KEY} node-a\n")).expect("written");
-        let store = TrustStore::load(&[file], false).expect("a bound key");
-        assert_eq!(store.keys.values().collect::<Vec<_>>(), [&Some(vec!["node-a".to_owned()])]);
+        let err = load(format!("{KEY} node-a\n")).expect_err("no roles").to_string();
+        assert!(err.contains("say what the key may do") && err.contains(&format!("{KEY} node-a reply")), "{err}");
+        let err = load(format!("{KEY} node-a admin\n")).expect_err("bad roles").to_string();
+        assert!(err.contains("unknown roles \"admin\""), "{err}");
+        let key = PublicKey::parse(KEY).expect("key");
+        let store = load(format!("{KEY} * reply\n")).expect("a starred key");
+        assert!(store.grants(&key, "node-a", Role::Reply) && store.grants(&key, "node-b", Role::Reply));
+        assert!(!store.grants(&key, "node-a", Role::Dispatch), "reply does not give dispatch");
+        let store = load(format!("{KEY} node-a dispatch\n{KEY} node-b reply,dispatch\n")).expect("bound keys");
+        assert!(store.grants(&key, "node-a", Role::Dispatch) && !store.grants(&key, "node-a", Role::Reply));
+        assert!(store.grants(&key, "node-b", Role::Reply) && store.grants(&key, "node-b", Role::Dispatch));
+        assert!(!store.grants(&key, "node-c", Role::Dispatch), "another node id");
     }
 
     #[cfg(unix)]

@@ -32,7 +32,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anocast::anocast_wire::envelope::Sealed;
-use anocast::anocast_wire::{Declaration, Envelope, NodeKey, WireError, Worker, key::verify_batch};
+use anocast::anocast_wire::task::payload_digest;
+use anocast::anocast_wire::{Declaration, Envelope, NodeKey, TaskFacts, WireError, Worker, key::verify_batch};
 use anocast::runtime::{Plugin, WitTask};
 use anocast::{DispatchOptions, Host, HostConfig, MeshConfig, RuntimeConfig, Topic};
 use anocast_tests::bench::{
@@ -52,6 +53,8 @@ async fn distributed(settings: Settings) -> anyhow::Result<()> {
     let mut mesh = MeshConfig::new(&nats.url(), &redis.url());
     mesh.trust_mesh = true;
     mesh.data_dir = Some(data.path().to_owned());
+    // The node runs the client's tasks: it trusts the client's key.
+    mesh.trust = vec![anocast_tests::client_key().trust.clone()];
     let dir = PluginDir::with(&[&ECHOES[..], &[guests::ECHO_WARM]].concat())?;
     let node = Host::start(HostConfig {
         plugins: Some(dir.path().to_owned()),
@@ -70,9 +73,9 @@ async fn distributed(settings: Settings) -> anyhow::Result<()> {
     anyhow::ensure!(node.plugins().loaded.len() == 17, "failed: {:?}", node.plugins().failed);
     let client = Host::start(HostConfig {
         plugins: None,
-        node_id: "bench-client".into(),
+        node_id: anocast_tests::CLIENT_ID.into(),
         runtime: RuntimeConfig::default(),
-        mesh: Some(mesh),
+        mesh: Some(MeshConfig { key: Some(anocast_tests::client_key().key.clone()), ..mesh }),
         nesting: Default::default(),
         settle: Default::default(),
     })
@@ -299,6 +302,7 @@ fn bench_partial(worker: &Worker, payload: &[u8]) -> Envelope {
         timestamp_ms: 1_767_225_600_000,
         topic: BENCH_TOPIC.into(),
         request_id: BENCH_REQUEST_ID.into(),
+        task_digest: [9; 32],
         worker: worker.clone(),
         ack: None,
         result: Some(Ok(payload.to_vec())),
@@ -327,17 +331,36 @@ fn signing(settings: &Settings, one: Duration) -> anyhow::Result<Duration> {
     let envelope = |payload: &[u8]| bench_partial(&worker, payload);
     let partial = envelope(b"hello, anocast");
     let sealed = partial.seal(&key)?;
-    let entry = Declaration::entry(topic, request_id, &worker, &key)?;
+    let task_digest = [9; 32];
+    let entry = Declaration::entry(topic, request_id, &task_digest, &worker, &key)?;
+    let task = TaskFacts {
+        key: key.public(),
+        dispatcher: "bench-client".into(),
+        root: key.public(),
+        topic: topic.into(),
+        request_id: request_id.into(),
+        reply_to: "_INBOX.bench.1".into(),
+        payload_digest: payload_digest(b"hello, anocast"),
+        content_type: "text/plain".into(),
+        deadline_ms: 1_767_225_630_000,
+        expected: vec!["echo".into()],
+        ancestry: vec![],
+    };
+    let task_seal = task.seal(&key)?;
 
     println!("\nsigning, one reply at a time ({n} samples)     {:>10} {:>10} {:>12}", "p50", "p99", "");
     let seal = time(n, || partial.seal(&key).map(drop))?;
     row("seal a partial (encode + sign)", &seal, None);
     let open = time(n, || Envelope::open(&sealed).map(drop))?;
     row("open a partial (decode + verify)", &open, None);
-    let declare = time(n, || Declaration::entry(topic, request_id, &worker, &key).map(drop))?;
+    let declare = time(n, || Declaration::entry(topic, request_id, &task_digest, &worker, &key).map(drop))?;
     row("sign a declaration entry", &declare, None);
-    let check = time(n, || Declaration::parse(&entry)?.verify(topic, request_id))?;
+    let check = time(n, || Declaration::parse(&entry)?.verify(topic, request_id, &task_digest))?;
     row("parse + verify a declaration entry", &check, None);
+    let sign_task = time(n, || task.seal(&key).map(drop))?;
+    row("sign a task (protocol 2)", &sign_task, None);
+    let verify_task = time(n, || task.verify(&task_seal.signature).map(drop))?;
+    row("verify a task (protocol 2)", &verify_task, None);
 
     println!("\nverifying pending replies, per reply            {:>10} {:>10} {:>12}", "p50", "p99", "batch/single");
     for pending in [8usize, 64] {
@@ -360,13 +383,14 @@ fn signing(settings: &Settings, one: Duration) -> anyhow::Result<Duration> {
         row(&format!("{pending} pending, as one batch"), &batch, Some(single.p50));
     }
 
-    // What one one-worker dispatch signs and checks: the node signs the
+    // What one one-worker dispatch signs and checks: the dispatcher signs
+    // the task and the node verifies it (protocol 2); the node signs the
     // declaration entry and one envelope (echo answers on its first poll,
     // so its acknowledgement and partial travel together); the dispatcher
     // opens the envelope, whose acknowledgement vouches for the entry.
-    let per_dispatch = declare.p50 + seal.p50 + open.p50;
+    let per_dispatch = sign_task.p50 + verify_task.p50 + declare.p50 + seal.p50 + open.p50;
     println!(
-        "\n  signing in a 1-interested dispatch: 2 signatures + 1 verification = {} of its p50 {} ({:.1}%)",
+        "\n  signing in a 1-interested dispatch: 3 signatures + 2 verifications = {} of its p50 {} ({:.1}%)",
         bench::us(per_dispatch),
         bench::us(one),
         100.0 * per_dispatch.as_secs_f64() / one.as_secs_f64()

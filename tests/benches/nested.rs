@@ -65,6 +65,7 @@ async fn nested(settings: Settings) -> anyhow::Result<()> {
     let mut mesh = MeshConfig::new(&nats.url(), &redis.url());
     mesh.trust_mesh = true;
     mesh.data_dir = Some(data.path().to_owned());
+    mesh.trust = vec![anocast_tests::client_key().trust.clone()];
     let config = |plugins: Option<&PluginDir>, id: &str| HostConfig {
         plugins: plugins.map(|d| d.path().to_owned()),
         node_id: id.into(),
@@ -72,7 +73,11 @@ async fn nested(settings: Settings) -> anyhow::Result<()> {
         ..HostConfig::default()
     };
     let _node = Host::start(config(Some(&dir), "bench-node")).await?;
-    let client = Host::start(config(None, "bench-client")).await?;
+    let mut client = config(None, anocast_tests::CLIENT_ID);
+    if let Some(mesh) = &mut client.mesh {
+        mesh.key = Some(anocast_tests::client_key().key.clone());
+    }
+    let client = Host::start(client).await?;
     anyhow::ensure!(client.mesh_nodes().len() == 1, "the client does not see the node");
     let distributed = compare("distributed (NATS + Redis, loopback)", &client, settings.latency_samples / 8).await?;
 

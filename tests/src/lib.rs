@@ -135,12 +135,48 @@ impl Drop for Child {
     }
 }
 
+/// The tests' plugin-less client key: made once per test process, owner-only,
+/// with its trust line (`<key> client dispatch`) in `client.key.pub`.
+pub struct ClientKey {
+    /// The private key file.
+    pub key: PathBuf,
+    /// The trust file that lets nodes run the client's tasks.
+    pub trust: PathBuf,
+}
+
+/// The id the tests' plugin-less clients dispatch as.
+pub const CLIENT_ID: &str = "client";
+
+/// The tests' client key (see [`ClientKey`]).
+pub fn client_key() -> &'static ClientKey {
+    static KEY: std::sync::OnceLock<ClientKey> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../target/tmp")
+            .join(format!("client-key-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("a folder for the client key");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        }
+        let key = dir.join("client.key");
+        let node_key = anocast::anocast_wire::NodeKey::generate().expect("a key");
+        anocast::trust::write_key(&key, &node_key, Some(CLIENT_ID), "dispatch").expect("the client key is written");
+        ClientKey { trust: anocast::trust::public_key_path(&key), key }
+    })
+}
+
 /// Starts `anocast serve` (the binary at `exe`) on a free port with `dir`
-/// as plugins folder; returns the process and its base URL once it serves.
+/// as plugins folder, trusting the tests' client key to dispatch; returns
+/// the process and its base URL once it serves.
 pub fn spawn_serve(exe: &str, dir: &Path, node_id: &str, extra: &[&str]) -> anyhow::Result<(Child, String)> {
     let mut args = vec!["serve", "--node-id", node_id, "--http", "127.0.0.1:0", "--plugins"];
     let dir = dir.to_str().ok_or_else(|| anyhow::anyhow!("non-UTF-8 path"))?;
     args.push(dir);
+    let trust = client_key().trust.to_str().ok_or_else(|| anyhow::anyhow!("non-UTF-8 path"))?;
+    args.extend_from_slice(&["--trust", trust]);
     args.extend_from_slice(extra);
     spawn_anocast(exe, &args, &[])
 }
@@ -176,7 +212,8 @@ pub fn spawn_anocast(exe: &str, args: &[&str], envs: &[(&str, &str)]) -> anyhow:
 }
 
 /// A plugin-less dispatcher in this process, joined to a mesh (trusting its
-/// registered nodes), noticing dead nodes after one second.
+/// registered nodes), signing with the tests' client key, noticing dead
+/// nodes after one second.
 pub async fn mesh_client(nats: &str, redis: &str) -> anyhow::Result<Host> {
     mesh_client_with(nats, redis, |mesh| mesh.trust_mesh = true).await
 }
@@ -189,11 +226,12 @@ pub async fn mesh_client_with(
     trust: impl FnOnce(&mut anocast::MeshConfig),
 ) -> anyhow::Result<Host> {
     let mut mesh = anocast::MeshConfig::new(nats, redis);
+    mesh.key = Some(client_key().key.clone());
     mesh.liveness = anocast::ledger::Liveness::from_ttl(std::time::Duration::from_secs(1));
     trust(&mut mesh);
     Host::start(HostConfig {
         plugins: None,
-        node_id: "client".into(),
+        node_id: CLIENT_ID.into(),
         runtime: RuntimeConfig::default(),
         mesh: Some(mesh),
         nesting: Default::default(),

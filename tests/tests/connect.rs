@@ -402,13 +402,13 @@ fn keygen_writes_a_key_openssl_reads() -> anyhow::Result<()> {
     let (code, text) = cli(&["keygen", "--out", key_arg, "--node-id", "node-a"], &[])?;
     assert_eq!(code, Some(0), "{text}");
     let public = text.lines().find(|l| l.starts_with("ed25519:")).unwrap_or_default().to_owned();
-    assert!(public.ends_with(" node-a"), "{text}");
+    assert!(public.ends_with(" node-a reply,dispatch"), "the line names the node and the roles: {text}");
     // OpenSSL reads the private key (PKCS#8 v1) and derives the same
     // public key.
     let out =
         std::process::Command::new("openssl").args(["pkey", "-in", key_arg, "-pubout", "-outform", "DER"]).output()?;
     assert!(out.status.success(), "openssl: {}", String::from_utf8_lossy(&out.stderr));
     let raw = &out.stdout[out.stdout.len() - 32..];
-    assert_eq!(format!("ed25519:{} node-a", hex::encode(raw)), public);
+    assert_eq!(format!("ed25519:{} node-a reply,dispatch", hex::encode(raw)), public);
     Ok(())
 }

@@ -189,12 +189,17 @@ async fn staged_writes_are_committed_into_redis_once_or_aborted() -> anyhow::Res
     settle_count(&a.url, "aborted", 1).await?;
     assert_eq!(redis_value(&mesh.redis, "stager", "color").await?.as_deref(), Some("blue"));
 
-    // Settled by hand, twice, through the CLI: applied once.
+    // Settled by hand through the CLI: only the decision of the node that
+    // dispatched (signed with its key) applies, and only once.
     let outcome = http_dispatch_with(&a.url, "stage.write", "color=green", "&settle=manual").await?;
     assert_eq!(outcome["settle"], Value::Null);
     let id = outcome["request_id"].as_str().context("request id")?;
+    let out = std::process::Command::new(EXE).args(["settle", id, "commit", "--url", &b.url]).output()?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    settle_count(&a.url, "foreign_decisions", 1).await?;
+    assert_eq!(redis_value(&mesh.redis, "stager", "color").await?.as_deref(), Some("blue"), "b may not settle a's");
     for _ in 0..2 {
-        let out = std::process::Command::new(EXE).args(["settle", id, "commit", "--url", &b.url]).output()?;
+        let out = std::process::Command::new(EXE).args(["settle", id, "commit", "--url", &a.url]).output()?;
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
     settle_count(&a.url, "duplicates", 1).await?;
@@ -291,6 +296,8 @@ async fn three_nodes_with_different_plugins_answer_one_dispatch() -> anyhow::Res
     let out = std::process::Command::new(EXE)
         .args(["dispatch", "text.analyze", "bad news", "--nats", &mesh.nats.url(), "--redis", &mesh.redis.url()])
         .arg("--trust-mesh")
+        .arg("--key")
+        .arg(&anocast_tests::client_key().key)
         .output()?;
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let outcome: Value = serde_json::from_slice(&out.stdout)?;
@@ -703,7 +710,12 @@ async fn a_node_reloads_its_plugins_and_the_mesh_follows() -> anyhow::Result<()>
         && seen.contains(&("loaded".to_owned(), "echo@1.0.0".to_owned())))
     {
         let message = tokio::time::timeout(Duration::from_secs(5), events.next()).await?.context("no event")?;
-        let event: Value = serde_json::from_slice(&message.payload)?;
+        // A signed statement, by node a's key (the one its registry entry names).
+        let line = std::str::from_utf8(&message.payload)?;
+        let (key, text) = anocast::anocast_wire::statement::open(anocast::anocast_wire::statement::LIFECYCLE, line)?;
+        let a_key = client.mesh_nodes().into_iter().find(|n| n.id == "a").map(|n| n.key).context("node a")?;
+        assert_eq!(key.to_string(), a_key);
+        let event: Value = serde_json::from_str(text)?;
         let what = format!("{}@{}", event["plugin"].as_str().unwrap_or("?"), event["version"].as_str().unwrap_or("?"));
         seen.push((event["event"].as_str().unwrap_or("?").to_owned(), what));
     }

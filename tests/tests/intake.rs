@@ -50,16 +50,49 @@ fn rss(pid: u32) -> anyhow::Result<u64> {
     Ok(kib << 10)
 }
 
-/// A task as the wire carries it, addressed to `inbox`, forged by hand.
-fn forged_task(topic: &str, deadline_ms: u64, payload: Vec<u8>) -> (String, async_nats::HeaderMap, bytes::Bytes) {
+/// A task as the wire carries it, made by hand with replies to `inbox`,
+/// signed with the tests' client key, which the node trusts to dispatch:
+/// what a trusted but hostile (or broken) dispatcher could send.
+fn hostile_task(
+    topic: &str,
+    inbox: &str,
+    deadline_ms: u64,
+    payload: Vec<u8>,
+) -> anyhow::Result<(String, async_nats::HeaderMap, bytes::Bytes)> {
+    use anocast::anocast_wire::{NodeKey, TaskFacts, task::payload_digest};
+    let key = NodeKey::from_pem(&std::fs::read_to_string(&anocast_tests::client_key().key)?)?;
+    let request_id = uuid::Uuid::now_v7().to_string();
+    let facts = TaskFacts {
+        key: key.public(),
+        dispatcher: anocast_tests::CLIENT_ID.into(),
+        root: key.public(),
+        topic: topic.into(),
+        request_id: request_id.clone(),
+        reply_to: inbox.into(),
+        payload_digest: payload_digest(&payload),
+        content_type: "application/octet-stream".into(),
+        deadline_ms,
+        expected: vec![],
+        ancestry: vec![],
+    };
+    let signature = hex::encode(facts.seal(&key)?.signature);
     let mut headers = async_nats::HeaderMap::new();
-    headers.insert("Anocast-Request-Id", uuid::Uuid::now_v7().to_string().as_str());
-    headers.insert("Anocast-Deadline", deadline_ms.to_string().as_str());
-    headers.insert("Anocast-Depth", "0");
-    headers.insert("Anocast-Ancestry", "");
-    headers.insert("Anocast-Ancestry-Topics", "");
-    headers.insert("Content-Type", "application/octet-stream");
-    (format!("anocast.task.{topic}"), headers, payload.into())
+    for (name, value) in [
+        ("Anocast-Protocol", "2"),
+        ("Anocast-Request-Id", request_id.as_str()),
+        ("Anocast-Deadline", deadline_ms.to_string().as_str()),
+        ("Anocast-Depth", "0"),
+        ("Anocast-Ancestry", ""),
+        ("Anocast-Ancestry-Topics", ""),
+        ("Content-Type", "application/octet-stream"),
+        ("Anocast-Dispatcher", anocast_tests::CLIENT_ID),
+        ("Anocast-Key", key.public().to_string().as_str()),
+        ("Anocast-Root-Key", key.public().to_string().as_str()),
+        ("Anocast-Signature", signature.as_str()),
+    ] {
+        headers.insert(name, value);
+    }
+    Ok((format!("anocast.task.{topic}"), headers, payload.into()))
 }
 
 /// A plugin-less client of the mesh, once the echo node answers it.
@@ -130,7 +163,7 @@ async fn a_flood_of_large_tasks_leaves_memory_bounded_and_the_node_alive() -> an
     let mut peak = before;
     let flood_started = Instant::now();
     for n in 0..2000 {
-        let (subject, headers, body) = forged_task("echo", now_ms() + 5000, vec![b'x'; 512 << 10]);
+        let (subject, headers, body) = hostile_task("echo", &inbox, now_ms() + 5000, vec![b'x'; 512 << 10])?;
         raw.publish_with_reply_and_headers(subject, inbox.clone(), headers, body).await?;
         if n % 100 == 0 {
             raw.flush().await?;
@@ -171,7 +204,7 @@ async fn a_task_whose_deadline_lies_beyond_any_dispatch_is_refused() -> anyhow::
     let inbox = raw.new_inbox();
     let mut replies = raw.subscribe(inbox.clone()).await?;
     for deadline in [u64::MAX, now_ms() + 2 * 3600 * 1000] {
-        let (subject, headers, body) = forged_task("echo", deadline, b"far".to_vec());
+        let (subject, headers, body) = hostile_task("echo", &inbox, deadline, b"far".to_vec())?;
         raw.publish_with_reply_and_headers(subject, inbox.clone(), headers, body).await?;
     }
     raw.flush().await?;
@@ -194,6 +227,8 @@ async fn the_plugin_less_client_delivers_every_settle_decision_before_it_exits()
     for n in 0..RUNS {
         let out = std::process::Command::new(EXE)
             .args(["dispatch", "--nats", &nats_url, "--redis", &redis_url, "--trust-mesh", "--settle", "commit"])
+            .arg("--key")
+            .arg(&anocast_tests::client_key().key)
             .args(["stage.write", &format!("run={n}")])
             .env("XDG_DATA_HOME", std::env::temp_dir().join("anocast-tests-data"))
             .output()?;

@@ -19,7 +19,9 @@ const AFTER_HELP: &str = "\
 Exit status: 0 success (for a dispatch: it completed), 1 error, 2 bad usage,
 3 the dispatch ended no_interest, 4 it ended timed_out, 5 it ended incomplete
 (a declared worker's node died), 6 it ended overloaded (nobody declared and
-some nodes were too busy to ask their plugins: retry later).
+some nodes were too busy to ask their plugins: retry later), 7 it ended
+unauthorized (nobody declared and some nodes do not trust this dispatcher's
+key: add it to their trust files with role dispatch).
 
 Environment: ANOCAST_LOG (or RUST_LOG) sets the log filter, e.g. `debug` or
 `anocast=debug`; logs go to stderr.";
@@ -50,10 +52,12 @@ pub(crate) enum Command {
     #[command(subcommand)]
     Plugins(PluginsCommand),
     /// Commit or abort the writes the workers of a dispatch staged (for a
-    /// dispatch made with --settle manual), through a running node.
+    /// dispatch made with --settle manual), through the node that made the
+    /// dispatch (nodes apply only its signed decision).
     Settle(SettleArgs),
-    /// Make a node signing key: writes FILE (PKCS#8 PEM, owner-only) and
-    /// FILE.pub, and prints the public key, to list in other nodes' --trust.
+    /// Make a signing key for a node or a plugin-less client: writes FILE
+    /// (PKCS#8 PEM, owner-only) and FILE.pub, and prints its trust line
+    /// (`<key> <node-id> <roles>`), to list in other nodes' --trust.
     Keygen(KeygenArgs),
     /// Create a plugin folder (Rust, Python, JavaScript or C) that builds
     /// and answers `NAME.hello` as it is.
@@ -82,6 +86,12 @@ pub(crate) struct KeygenArgs {
     /// in trust files.
     #[arg(long, value_name = "ID")]
     pub(crate) node_id: Option<String>,
+    /// What the public key line trusts the key for: `reply,dispatch` for a
+    /// node (it answers tasks and dispatches sub-tasks), `dispatch` for a
+    /// plugin-less client, `reply` for a node that must not dispatch.
+    #[arg(long, value_name = "ROLES", default_value = anocast::trust::NODE_ROLES,
+          value_parser = ["reply,dispatch", "dispatch,reply", "dispatch", "reply"])]
+    pub(crate) roles: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -239,11 +249,14 @@ pub(crate) struct AuthArgs {
 #[derive(Debug, Args)]
 pub(crate) struct TrustArgs {
     /// Trusted public keys: a file, or a folder of files, of lines
-    /// `ed25519:<hex> <node-id>` (`*` for any node id; repeatable). Distributed mode needs this or
-    /// --trust-mesh.
+    /// `ed25519:<hex> <node-id> <roles>` (`*` for any node id; roles
+    /// `reply`, `dispatch` or `reply,dispatch`; repeatable). Distributed
+    /// mode needs this or --trust-mesh.
     #[arg(long, value_name = "PATH")]
     pub(crate) trust: Vec<PathBuf>,
-    /// Development only: trust every node registered in this mesh's Redis.
+    /// Development only: trust every node that signs its own entry in this
+    /// mesh's Redis, to reply and to dispatch (a plugin-less client, which
+    /// registers nothing, still needs a trust line).
     #[arg(long, env = "ANOCAST_TRUST_MESH")]
     pub(crate) trust_mesh: bool,
 }
@@ -277,6 +290,17 @@ pub(crate) struct DispatchArgs {
     /// The mesh's Redis (with --nats).
     #[arg(long, env = "ANOCAST_REDIS", value_name = "URL", requires = "nats", hide_env_values = true)]
     pub(crate) redis: Option<String>,
+    /// With --nats: the key this client signs its tasks and settle
+    /// decisions with (nodes run only tasks from keys they trust with role
+    /// dispatch; make one with `anocast keygen --node-id ID --roles
+    /// dispatch`) [default: made on first use in the data folder of
+    /// --client-id].
+    #[arg(long, env = "ANOCAST_KEY", value_name = "FILE", requires = "nats")]
+    pub(crate) key: Option<PathBuf>,
+    /// With --nats: the id this client dispatches as, which the nodes'
+    /// trust lines name.
+    #[arg(long, env = "ANOCAST_CLIENT_ID", value_name = "ID", default_value = "client")]
+    pub(crate) client_id: String,
     #[command(flatten)]
     pub(crate) trust: TrustArgs,
     #[command(flatten)]

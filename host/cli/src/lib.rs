@@ -102,6 +102,7 @@ pub(crate) fn exit_for(status: Option<&str>) -> ExitCode {
         Some(s) if s == Status::TimedOut.as_str() => ExitCode::from(4),
         Some(s) if s == Status::Incomplete.as_str() => ExitCode::from(5),
         Some(s) if s == Status::Overloaded.as_str() => ExitCode::from(6),
+        Some(s) if s == Status::Unauthorized.as_str() => ExitCode::from(7),
         _ => ExitCode::FAILURE,
     }
 }

@@ -273,10 +273,12 @@ pub(crate) fn client(args: &DispatchArgs) -> anyhow::Result<Option<HostConfig>> 
     let Some(mut mesh) = mesh(args.nats.clone(), args.redis.clone(), None)? else { return Ok(None) };
     mesh.trust = args.trust.trust.clone();
     mesh.trust_mesh = args.trust.trust_mesh;
+    mesh.key = args.key.clone();
+    anocast::names::check_node_id(&args.client_id).context("--client-id")?;
     (mesh.nats_auth, mesh.redis_auth) = auth(&args.auth, &FileConfig::default());
     Ok(Some(HostConfig {
         plugins: None,
-        node_id: format!("client-{}", std::process::id()),
+        node_id: args.client_id.clone(),
         runtime: RuntimeConfig { max_instances: 1, ..RuntimeConfig::default() },
         mesh: Some(mesh),
         nesting: NestingConfig::default(),

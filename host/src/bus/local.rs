@@ -121,7 +121,7 @@ impl Bus for LocalBus {
     async fn publish_settle(&self, transaction: &str, decision: Decision) -> Result<(), BusError> {
         let transaction: Arc<str> = Arc::from(transaction);
         let works: Vec<_> =
-            self.inner.settles.read().iter().map(|(_, r)| r.settle(transaction.clone(), decision)).collect();
+            self.inner.settles.read().iter().map(|(_, r)| r.settle(transaction.clone(), decision, None)).collect();
         for work in works {
             tokio::spawn(work);
         }

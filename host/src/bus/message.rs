@@ -33,6 +33,27 @@ pub struct Task {
     /// since) answers without being counted, so it can never close the
     /// window early.
     pub expected: Vec<String>,
+    /// Distributed mode, a task received: who signed it, as the receiver
+    /// checked. `None` in-process and for a task being dispatched.
+    pub signed: Option<Arc<Signed>>,
+    /// A sub-task being dispatched from a task that came over the network:
+    /// the key of the root task's dispatcher, which alone settles the
+    /// transaction (`None`: the dispatching node is the root).
+    pub root: Option<anocast_wire::PublicKey>,
+}
+
+/// Who signed a task received over the network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signed {
+    /// The dispatching node's id.
+    pub dispatcher: String,
+    /// Its key, trusted by the receiver to dispatch.
+    pub key: anocast_wire::PublicKey,
+    /// The key of the root task's dispatcher: the only one whose settle
+    /// decision applies to what the task stages.
+    pub root: anocast_wire::PublicKey,
+    /// The task's digest, which its replies and declarations bind.
+    pub digest: [u8; 32],
 }
 
 impl Task {
@@ -46,6 +67,18 @@ impl Task {
     /// counted).
     pub fn expected_count(&self, group: &str) -> u32 {
         if self.expected.iter().any(|g| g == group) { self.expected.len() as u32 } else { 0 }
+    }
+
+    /// The digest replies and declarations bind (zeros in-process, where
+    /// nothing is signed).
+    pub fn digest(&self) -> [u8; 32] {
+        self.signed.as_ref().map_or([0; 32], |s| s.digest)
+    }
+
+    /// The key whose settle decision applies to what this task stages
+    /// (`None` in-process).
+    pub fn settler(&self) -> Option<anocast_wire::PublicKey> {
+        self.signed.as_ref().map(|s| s.root)
     }
 
     /// The name of the task's interest list: `{topic}-{request-id}`.

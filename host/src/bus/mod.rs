@@ -28,54 +28,11 @@ use futures::stream::FuturesUnordered;
 use tokio::sync::mpsc;
 
 pub use local::LocalBus;
-pub use message::{Ancestor, Decision, Interest, MAX_TIMEOUT, Partial, Reply, Task, WorkerId};
+pub use message::{Ancestor, Decision, Interest, MAX_TIMEOUT, Partial, Reply, Signed, Task, WorkerId};
 pub use nats::DEFAULT_MAX_TASKS;
 
-/// Lets a log line through at most once per ten seconds per call site;
-/// the lines held back meanwhile are counted into the next one. Hostile
-/// peers can send bad messages faster than a log can take them; every one
-/// is still counted in its rejection counter.
-pub(crate) struct LogGate {
-    last_ms: std::sync::atomic::AtomicU64,
-    held: std::sync::atomic::AtomicU64,
-}
-
-impl LogGate {
-    const QUIET_MS: u64 = 10_000;
-
-    pub(crate) const fn new() -> Self {
-        LogGate { last_ms: std::sync::atomic::AtomicU64::new(0), held: std::sync::atomic::AtomicU64::new(0) }
-    }
-
-    /// `Some(lines held back)` when a line may be written now.
-    pub(crate) fn pass(&self) -> Option<u64> {
-        use std::sync::atomic::Ordering::Relaxed;
-        let now =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
-        let last = self.last_ms.load(Relaxed);
-        if now.saturating_sub(last) >= Self::QUIET_MS
-            && self.last_ms.compare_exchange(last, now, Relaxed, Relaxed).is_ok()
-        {
-            Some(self.held.swap(0, Relaxed))
-        } else {
-            self.held.fetch_add(1, Relaxed);
-            None
-        }
-    }
-}
-
-/// `tracing::warn!`, at most once per ten seconds per call site (see
-/// [`LogGate`]), with the number of lines held back as `held_back`.
-macro_rules! warn_limited {
-    ($($arg:tt)+) => {{
-        static GATE: $crate::bus::LogGate = $crate::bus::LogGate::new();
-        if let Some(held_back) = GATE.pass() {
-            tracing::warn!(held_back, $($arg)+);
-        }
-    }};
-}
+pub(crate) use crate::error::warn_limited;
 pub use nats::NatsBus;
-pub(crate) use warn_limited;
 
 use crate::topic::Pattern;
 
@@ -94,6 +51,9 @@ pub type Work = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 pub struct Inbox {
     /// The subject replies are addressed to.
     pub subject: String,
+    /// The digest of the task broadcast, once signed (distributed mode):
+    /// declarations must bind it.
+    pub task_digest: [u8; 32],
     tx: mpsc::UnboundedSender<Reply>,
     rx: mpsc::UnboundedReceiver<Reply>,
     work: FuturesUnordered<Work>,
@@ -104,7 +64,7 @@ impl Inbox {
     /// Makes an inbox; `registration` is dropped with it (to unsubscribe).
     pub fn new(subject: String, registration: Box<dyn Send + Sync>) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        Inbox { subject, tx, rx, work: FuturesUnordered::new(), _registration: registration }
+        Inbox { subject, task_digest: [0; 32], tx, rx, work: FuturesUnordered::new(), _registration: registration }
     }
 
     /// Replaces what is dropped with the inbox (to unsubscribe).
@@ -168,16 +128,19 @@ pub trait TaskReceiver: Send + Sync {
     /// runs (spawned, or in the dispatcher's task when that is cheaper).
     fn receive(&self, task: Arc<Task>, reply_to: &dyn ReplyTo) -> Work;
 
-    /// Answers a task the node has no room for: an acknowledgement that
-    /// says so, at once, without asking the plugin or running anything.
-    fn busy(&self, task: Arc<Task>, reply_to: &dyn ReplyTo) -> Work;
+    /// Answers a task the node will not run, at once, without asking the
+    /// plugin or running anything: an acknowledgement saying `interest`,
+    /// [`Interest::Busy`] (no room) or [`Interest::Untrusted`] (its
+    /// dispatcher is not trusted to dispatch).
+    fn decline(&self, task: Arc<Task>, reply_to: &dyn ReplyTo, interest: Interest) -> Work;
 }
 
 /// What a node does with each settle decision it hears of.
 pub trait SettleReceiver: Send + Sync {
-    /// Takes the decision for `transaction` and returns the work of
-    /// applying it, which the bus runs.
-    fn settle(&self, transaction: Arc<str>, decision: Decision) -> Work;
+    /// Takes the decision for `transaction`, signed by `signer` (`None`
+    /// in-process), and returns the work of applying it, which the bus
+    /// runs.
+    fn settle(&self, transaction: Arc<str>, decision: Decision, signer: Option<anocast_wire::PublicKey>) -> Work;
 }
 
 /// A subscription; dropping it unsubscribes.

@@ -6,8 +6,15 @@
 //! plugins each see every task); replies go to the inbox. The wire format is
 //! in [`super::wire`].
 //!
+//! Every task is signed by its dispatcher, and a node runs only tasks whose
+//! signature verifies with a key it trusts to dispatch, each once (a task
+//! seen again within its deadline is dropped): others are counted, and a
+//! trusted signature from an untrusted key is answered `untrusted` so that
+//! its dispatcher learns why nothing ran. Settle decisions are signed too,
+//! and staging applies one only from the root task's dispatcher.
+//!
 //! Every reply is an envelope signed with the node's key on its workers'
-//! behalf. The reply pump opens the envelopes of the messages that are
+//! behalf, binding the digest of the task it answers. The reply pump opens the envelopes of the messages that are
 //! waiting (verifying their signatures in one batch when there are
 //! several), and delivers to a dispatch only replies that a trusted key
 //! signed for that dispatch's topic and request id, one acknowledgement and
@@ -24,15 +31,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use anocast_wire::envelope::Sealed;
+use anocast_wire::statement;
 use anocast_wire::{Ack, Envelope};
 use async_nats::{Client, ConnectOptions, Message};
 use async_trait::async_trait;
 use futures::{FutureExt, StreamExt};
 use rustc_hash::FxHashSet;
 
-use super::wire::{SETTLE_SUBJECT, decode_settle, decode_task, encode_settle, encode_task, task_subject, unix_ms};
+use super::wire::{
+    Fault, SETTLE_SUBJECT, decode_settle, decode_task, encode_settle, encode_task, task_facts, task_subject, unix_ms,
+};
 use super::{
-    Bus, BusError, ErrorKind, Inbox, Partial, Reply, ReplySink, ReplyTo, SettleReceiver, Subscription, Task,
+    Bus, BusError, ErrorKind, Inbox, Interest, Partial, Reply, ReplySink, ReplyTo, SettleReceiver, Subscription, Task,
     TaskReceiver, WorkerId,
 };
 use super::{Decision, MAX_TIMEOUT, warn_limited};
@@ -132,6 +142,8 @@ struct Route {
     tx: tokio::sync::mpsc::UnboundedSender<Reply>,
     topic: String,
     request_id: Arc<str>,
+    /// The digest of the task as signed (set when it is broadcast).
+    digest: [u8; 32],
     /// Signers (`node/plugin`) whose acknowledgement was delivered.
     acked: FxHashSet<String>,
     /// Signers whose result was delivered.
@@ -183,18 +195,26 @@ impl NatsBus {
                 batch.clear();
             }
         });
-        // Other nodes' plugin changes, for the log.
+        // Other nodes' plugin changes, for the log: only those signed by a
+        // key trusted for the node they name.
         let mut lifecycle = client
             .subscribe(format!("{LIFECYCLE_PREFIX}>"))
             .await
             .map_err(|e| BusError::with_source(ErrorKind::Unreachable, "cannot subscribe to lifecycle events", e))?;
         let me = name.to_owned();
+        let judge = security.clone();
         let watcher = tokio::spawn(async move {
             while let Some(message) = lifecycle.next().await {
                 let node = message.subject.trim_start_matches(LIFECYCLE_PREFIX);
-                if node != me {
-                    let event = String::from_utf8_lossy(&message.payload);
-                    tracing::info!(node, event = %event.chars().take(512).collect::<String>(), "plugin change in the mesh");
+                if node == me {
+                    continue;
+                }
+                match lifecycle_event(node, &message.payload, &judge) {
+                    Ok(event) => tracing::info!(node, event = %event, "plugin change in the mesh"),
+                    Err(err) => {
+                        SecurityStats::count(&judge.stats.untrusted_entries);
+                        warn_limited!(%err, "ignored a lifecycle event");
+                    }
                 }
             }
         });
@@ -366,6 +386,16 @@ fn deliver(messages: &[Message], routes: &Routes, security: &Security) {
             );
             continue;
         }
+        // Same request, another task: an answer to a forged or altered copy.
+        if envelope.task_digest != route.digest {
+            SecurityStats::count(&stats.replayed);
+            warn_limited!(
+                worker = envelope.worker.id(),
+                request_id = envelope.request_id,
+                "rejected a reply made for another task of the same request id (a forged or altered copy)"
+            );
+            continue;
+        }
         let signer = envelope.worker.signer();
         let worker = WorkerId::from(&envelope.worker);
         if (envelope.ack.is_some() && route.acked.contains(&signer))
@@ -447,6 +477,7 @@ impl NatsSink {
             timestamp_ms: unix_ms(SystemTime::now()),
             topic: self.task.topic.to_string(),
             request_id: self.task.request_id.to_string(),
+            task_digest: self.task.digest(),
             worker: self.signer.clone(),
             ack,
             result,
@@ -460,6 +491,103 @@ impl NatsSink {
         if let Err(err) = self.client.publish(self.subject.clone(), bytes.into()).await {
             tracing::warn!(%err, "could not publish a reply");
         }
+    }
+}
+
+/// Reads a lifecycle event `node` published: a signed statement whose
+/// key is trusted for `node` (the text, cut to 512 characters for the log).
+fn lifecycle_event(node: &str, payload: &[u8], security: &Security) -> Result<String, String> {
+    let line = std::str::from_utf8(payload).map_err(|_| "not UTF-8".to_owned())?;
+    let (key, text) = statement::open(statement::LIFECYCLE, line).map_err(|e| e.to_string())?;
+    if anocast_wire::names::check_node_id(node).is_err() || !security.trusts_entry(node, &key) {
+        return Err(format!("signed by {key}, which is not trusted for node {node:?}"));
+    }
+    Ok(text.chars().take(512).collect())
+}
+
+/// Why a task received is not run.
+enum Refusal {
+    /// Counted and logged; nothing is answered.
+    Ignore,
+    /// Signed by a key not trusted to dispatch: answered `untrusted`,
+    /// without its payload.
+    Untrusted(Arc<Task>),
+}
+
+/// Decodes and checks a task received on `subject`: the protocol version,
+/// its signature, its deadline, whether its dispatcher is trusted, and that
+/// it was not run before. Every refusal is counted.
+fn admit(
+    subject: &str,
+    reply: &str,
+    headers: Option<&async_nats::HeaderMap>,
+    body: &[u8],
+    security: &Security,
+    seen: &parking_lot::Mutex<Seen>,
+) -> Result<Task, Refusal> {
+    let stats = &security.stats;
+    let task = match decode_task(subject, reply, headers, body) {
+        Ok(task) => task,
+        Err(err) => {
+            SecurityStats::count(match err.fault {
+                Fault::Malformed => &stats.malformed_tasks,
+                Fault::OldProtocol => &stats.old_protocol,
+                Fault::Forged => &stats.forged_tasks,
+            });
+            warn_limited!(%err, "ignored a task");
+            return Err(Refusal::Ignore);
+        }
+    };
+    let now = SystemTime::now();
+    if task.deadline > now + MAX_TIMEOUT + CLOCK_ALLOWANCE {
+        SecurityStats::count(&stats.far_deadlines);
+        warn_limited!(topic = %task.topic, "ignored a task whose deadline lies further ahead than any dispatch may ask");
+        return Err(Refusal::Ignore);
+    }
+    let signed = task.signed.clone().ok_or(Refusal::Ignore)?;
+    if !security.may_dispatch(&signed.dispatcher, &signed.key) {
+        SecurityStats::count(&stats.untrusted_dispatchers);
+        warn_limited!(
+            dispatcher = signed.dispatcher,
+            key = %signed.key,
+            topic = %task.topic,
+            "refused a task from a dispatcher this node does not trust to dispatch (trust its key with role dispatch)"
+        );
+        return Err(Refusal::Untrusted(Arc::new(Task { payload: Vec::new(), ..task })));
+    }
+    if !seen.lock().first_time(signed.digest, unix_ms(task.deadline), unix_ms(now)) {
+        SecurityStats::count(&stats.replayed_tasks);
+        warn_limited!(topic = %task.topic, request_id = &*task.request_id, "ignored a task received before (replayed)");
+        return Err(Refusal::Ignore);
+    }
+    Ok(task)
+}
+
+/// The digests of the tasks a group has run whose deadline has not passed,
+/// so that a task replayed to it is run once. Bounded: when full, the
+/// tasks nearest their deadline are forgotten first (a replay that late
+/// meets a closed interest window, and its worker does not run).
+#[derive(Default)]
+struct Seen {
+    deadlines: rustc_hash::FxHashMap<[u8; 32], u64>,
+}
+
+impl Seen {
+    const MOST: usize = 1 << 16;
+
+    /// Remembers `digest` until `deadline_ms`; `false` when it was already
+    /// remembered.
+    fn first_time(&mut self, digest: [u8; 32], deadline_ms: u64, now_ms: u64) -> bool {
+        if self.deadlines.len() >= Self::MOST {
+            self.deadlines.retain(|_, deadline| *deadline > now_ms);
+        }
+        if self.deadlines.len() >= Self::MOST {
+            let mut by_deadline: Vec<u64> = self.deadlines.values().copied().collect();
+            let (_, cut, _) = by_deadline.select_nth_unstable(Self::MOST / 4);
+            let cut = *cut;
+            self.deadlines.retain(|_, deadline| *deadline > cut);
+        }
+        self.deadlines.insert(digest, deadline_ms).is_none()
     }
 }
 
@@ -489,6 +617,7 @@ impl Bus for NatsBus {
             tx: inbox.sender(),
             topic: task.topic.to_string(),
             request_id: task.request_id.clone(),
+            digest: [0; 32],
             acked: FxHashSet::default(),
             answered: FxHashSet::default(),
         };
@@ -498,13 +627,27 @@ impl Bus for NatsBus {
 
     async fn announce(&self, node: &str, event: &serde_json::Value) {
         let subject = format!("{LIFECYCLE_PREFIX}{node}");
-        if let Err(err) = self.client.publish(subject, event.to_string().into()).await {
+        let line = match statement::seal(statement::LIFECYCLE, &event.to_string(), self.security.key()) {
+            Ok(line) => line,
+            Err(err) => return tracing::warn!(%err, "could not sign a plugin change"),
+        };
+        if let Err(err) = self.client.publish(subject, line.into()).await {
             tracing::warn!(%err, "could not announce a plugin change");
         }
     }
 
     async fn broadcast(&self, task: Arc<Task>, inbox: &mut Inbox) -> Result<Option<usize>, BusError> {
-        let (headers, body) = encode_task(&task);
+        let key = self.security.key();
+        let facts = task_facts(&task, &inbox.subject, self.security.node_id(), key.public());
+        let seal =
+            facts.seal(key).map_err(|e| BusError::new(ErrorKind::Malformed, format!("cannot sign the task: {e}")))?;
+        inbox.task_digest = seal.digest;
+        if let Some(id) = inbox.subject.rsplit('.').next().and_then(|id| id.parse::<u64>().ok())
+            && let Some(route) = self.inboxes.routes.lock().get_mut(&id)
+        {
+            route.digest = seal.digest;
+        }
+        let (headers, body) = encode_task(&task, &facts, &seal);
         self.client
             .publish_with_reply_and_headers(task_subject(task.topic.as_str()), inbox.subject.clone(), headers, body)
             .await
@@ -513,8 +656,10 @@ impl Bus for NatsBus {
     }
 
     async fn publish_settle(&self, transaction: &str, decision: Decision) -> Result<(), BusError> {
+        let headers = encode_settle(transaction, decision, self.security.key())
+            .map_err(|e| BusError::new(ErrorKind::Malformed, format!("cannot sign the settle decision: {e}")))?;
         self.client
-            .publish_with_headers(SETTLE_SUBJECT, encode_settle(transaction, decision), bytes::Bytes::new())
+            .publish_with_headers(SETTLE_SUBJECT, headers, bytes::Bytes::new())
             .await
             .map_err(|e| BusError::with_source(ErrorKind::Unreachable, "cannot publish the settle decision", e))
     }
@@ -524,13 +669,21 @@ impl Bus for NatsBus {
             self.client.subscribe(SETTLE_SUBJECT).await.map_err(|e| {
                 BusError::with_source(ErrorKind::Unreachable, "cannot subscribe to settle decisions", e)
             })?;
+        let security = self.security.clone();
         let pump = tokio::spawn(async move {
             while let Some(message) = subscriber.next().await {
                 match decode_settle(message.headers.as_ref()) {
-                    Ok((transaction, decision)) => {
-                        tokio::spawn(receiver.settle(transaction, decision));
+                    Ok(signed) => {
+                        tokio::spawn(receiver.settle(signed.transaction, signed.decision, Some(signed.signer)));
                     }
-                    Err(err) => warn_limited!(%err, "ignored a settle message"),
+                    Err(err) => {
+                        let stats = &security.stats;
+                        SecurityStats::count(match err.fault {
+                            Fault::OldProtocol => &stats.old_protocol,
+                            Fault::Forged | Fault::Malformed => &stats.forged_decisions,
+                        });
+                        warn_limited!(%err, "ignored a settle message")
+                    }
                 }
             }
         });
@@ -548,13 +701,15 @@ impl Bus for NatsBus {
         receiver: Arc<dyn TaskReceiver>,
     ) -> Result<Subscription, BusError> {
         let mut stops = Vec::new();
+        // The tasks this group has run, shared by its patterns' pumps.
+        let seen = Arc::new(parking_lot::Mutex::new(Seen::default()));
         for pattern in patterns {
             let subject = task_subject(pattern.as_str());
             let mut subscriber = self.client.queue_subscribe(subject.clone(), group.to_owned()).await.map_err(|e| {
                 BusError::with_source(ErrorKind::Unreachable, format!("cannot subscribe to {subject}"), e)
             })?;
             let (client, receiver, security) = (self.client.clone(), receiver.clone(), self.security.clone());
-            let intake = self.intake.clone();
+            let (intake, seen) = (self.intake.clone(), seen.clone());
             let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
             stops.push(stop);
             tokio::spawn(async move {
@@ -586,58 +741,68 @@ impl Bus for NatsBus {
                         Some(()) = inline.next(), if !inline.is_empty() => continue,
                         _ = &mut drain => break,
                     };
-                    let task = decode_task(&message.subject, message.headers.as_ref(), &message.payload);
-                    let stats = &security.stats;
-                    match (task, message.reply) {
-                        (Ok(task), _) if task.deadline > SystemTime::now() + MAX_TIMEOUT + CLOCK_ALLOWANCE => {
-                            SecurityStats::count(&stats.far_deadlines);
-                            warn_limited!(topic = %task.topic, "ignored a task whose deadline lies further ahead than any dispatch may ask");
+                    let Some(reply) = message.reply else {
+                        SecurityStats::count(&security.stats.malformed_tasks);
+                        warn_limited!("ignored a task without a reply subject");
+                        continue;
+                    };
+                    let task = match admit(
+                        &message.subject,
+                        &reply,
+                        message.headers.as_ref(),
+                        &message.payload,
+                        &security,
+                        &seen,
+                    ) {
+                        Ok(task) => task,
+                        Err(Refusal::Ignore) => continue,
+                        Err(Refusal::Untrusted(bare)) => {
+                            let reply_to = NatsReplyTo {
+                                client: client.clone(),
+                                subject: reply,
+                                task: bare.clone(),
+                                security: security.clone(),
+                            };
+                            tokio::spawn(receiver.decline(bare, &reply_to, Interest::Untrusted));
+                            continue;
                         }
-                        (Ok(task), Some(reply)) => match intake.clone().try_acquire_owned() {
-                            Ok(room) => {
-                                let task = Arc::new(task);
-                                let reply_to = NatsReplyTo {
-                                    client: client.clone(),
-                                    subject: reply,
-                                    task: task.clone(),
-                                    security: security.clone(),
-                                };
-                                let work = receiver.receive(task, &reply_to);
-                                let work: super::Work = Box::pin(async move {
-                                    work.await;
-                                    drop(room);
-                                });
-                                if inline.is_empty() {
-                                    inline.push(work);
-                                } else {
-                                    tokio::spawn(work);
-                                }
+                    };
+                    match intake.clone().try_acquire_owned() {
+                        Ok(room) => {
+                            let task = Arc::new(task);
+                            let reply_to = NatsReplyTo {
+                                client: client.clone(),
+                                subject: reply,
+                                task: task.clone(),
+                                security: security.clone(),
+                            };
+                            let work = receiver.receive(task, &reply_to);
+                            let work: super::Work = Box::pin(async move {
+                                work.await;
+                                drop(room);
+                            });
+                            if inline.is_empty() {
+                                inline.push(work);
+                            } else {
+                                tokio::spawn(work);
                             }
-                            // No room: the payload is let go at once, and
-                            // only the small signed answer waits to leave,
-                            // so that the pump keeps reading at the speed
-                            // of the wire and a flood is held neither in
-                            // tasks nor in the subscription's buffer.
-                            Err(_) => {
-                                SecurityStats::count(&stats.busy);
-                                warn_limited!(topic = %task.topic, "answered a task busy: this node has its most tasks in flight");
-                                let bare = Arc::new(Task { payload: Vec::new(), ..task });
-                                let reply_to = NatsReplyTo {
-                                    client: client.clone(),
-                                    subject: reply,
-                                    task: bare.clone(),
-                                    security: security.clone(),
-                                };
-                                tokio::spawn(receiver.busy(bare, &reply_to));
-                            }
-                        },
-                        (Err(err), _) => {
-                            SecurityStats::count(&stats.malformed_tasks);
-                            warn_limited!(%err, "ignored a task");
                         }
-                        (Ok(_), None) => {
-                            SecurityStats::count(&stats.malformed_tasks);
-                            warn_limited!("ignored a task without a reply subject");
+                        // No room: the payload is let go at once, and only
+                        // the small signed answer waits to leave, so that
+                        // the pump keeps reading at the speed of the wire
+                        // and a flood is held neither in tasks nor in the
+                        // subscription's buffer.
+                        Err(_) => {
+                            SecurityStats::count(&security.stats.busy);
+                            warn_limited!(topic = %task.topic, "answered a task busy: this node has its most tasks in flight");
+                            let bare = Arc::new(Task { payload: Vec::new(), ..task });
+                            let reply_to = NatsReplyTo {
+                                client: client.clone(),
+                                subject: reply,
+                                task: bare.clone(),
+                                security: security.clone(),
+                            };
+                            tokio::spawn(receiver.decline(bare, &reply_to, Interest::Busy));
                         }
                     }
                 }

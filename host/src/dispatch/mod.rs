@@ -119,7 +119,7 @@ impl Dispatcher {
         payload: Vec<u8>,
         options: &DispatchOptions,
     ) -> Result<Outcome, DispatchError> {
-        self.run(topic, payload, options, Vec::new()).await
+        self.run(topic, payload, options, Vec::new(), None).await
     }
 
     /// Dispatches a task descending from `ancestry` (at depth
@@ -131,13 +131,14 @@ impl Dispatcher {
     /// its TTL and the guard that forgets the list however the dispatch
     /// ends (also when this future is dropped). The state of the gather
     /// itself lives in [`Gather`].
-    #[tracing::instrument(level = "debug", skip(self, payload, options, ancestry), fields(request_id, depth = ancestry.len()))]
+    #[tracing::instrument(level = "debug", skip(self, payload, options, ancestry, root), fields(request_id, depth = ancestry.len()))]
     async fn run(
         &self,
         topic: Topic,
         payload: Vec<u8>,
         options: &DispatchOptions,
         ancestry: Vec<Ancestor>,
+        root: Option<anocast_wire::PublicKey>,
     ) -> Result<Outcome, DispatchError> {
         if options.timeout.is_zero() || options.timeout > MAX_TIMEOUT {
             return Err(DispatchError::InvalidOptions(format!(
@@ -167,6 +168,8 @@ impl Dispatcher {
             depth: ancestry.len() as u32,
             ancestry,
             expected: expected.clone().unwrap_or_default(),
+            signed: None,
+            root,
         });
         tracing::Span::current().record("request_id", &*task.request_id);
         let key = task.interest_key();
@@ -178,7 +181,7 @@ impl Dispatcher {
         let check_every = self.registry.as_ref().map_or(options.timeout, |r| r.check_interval());
         let mut liveness = tokio::time::interval_at((started + check_every).into(), check_every);
 
-        let mut gather = Gather::new(&self.ledger, &key, ttl, &task, self.security.as_deref());
+        let mut gather = Gather::new(&self.ledger, &key, ttl, &task, inbox.task_digest, self.security.as_deref());
         if receivers == Some(0) {
             gather.close().await;
         }
@@ -197,6 +200,7 @@ impl Dispatcher {
                         match interest {
                             Interest::Declared => gather.declared_ack(worker.to_string()),
                             Interest::Busy => gather.busy.push(worker.to_string()),
+                            Interest::Untrusted => gather.refused.push(worker.to_string()),
                             Interest::NotInterested | Interest::Refused => {}
                         }
                         match closed {
@@ -220,6 +224,7 @@ impl Dispatcher {
         }
         let status = match (gather.is_final(), gather.partials.is_empty(), gather.lost.is_empty()) {
             (true, true, true) if !gather.busy.is_empty() => Status::Overloaded,
+            (true, true, true) if !gather.refused.is_empty() => Status::Unauthorized,
             (true, true, true) => Status::NoInterest,
             (true, _, true) => Status::Complete,
             (true, _, false) => Status::Incomplete,
@@ -246,6 +251,8 @@ impl Dispatcher {
         untrusted.sort();
         let mut busy = std::mem::take(&mut gather.busy);
         busy.sort();
+        let mut refused = std::mem::take(&mut gather.refused);
+        refused.sort();
         // A dispatch from outside settles its transaction, which its
         // sub-tasks' writes belong to.
         let settle = match task.depth {
@@ -268,6 +275,7 @@ impl Dispatcher {
             missing,
             untrusted,
             busy,
+            refused,
             staged,
             settle,
             elapsed: started.elapsed(),
@@ -297,6 +305,8 @@ struct Gather<'a> {
     key: &'a str,
     ttl: Duration,
     task: &'a Task,
+    /// The task's digest as signed, which declarations bind.
+    digest: [u8; 32],
     /// Distributed mode: list entries must be trusted signed declarations.
     security: Option<&'a Security>,
     /// Whether the interest window is still open.
@@ -321,6 +331,8 @@ struct Gather<'a> {
     partials: Vec<Partial>,
     /// Receivers that answered busy.
     busy: Vec<String>,
+    /// Receivers whose node does not trust this dispatcher.
+    refused: Vec<String>,
 }
 
 impl<'a> Gather<'a> {
@@ -329,6 +341,7 @@ impl<'a> Gather<'a> {
         key: &'a str,
         ttl: Duration,
         task: &'a Task,
+        digest: [u8; 32],
         security: Option<&'a Security>,
     ) -> Self {
         Gather {
@@ -336,6 +349,8 @@ impl<'a> Gather<'a> {
             key,
             ttl,
             task,
+            digest,
+            refused: Vec::new(),
             security,
             untrusted: Vec::new(),
             open: true,
@@ -384,7 +399,7 @@ impl<'a> Gather<'a> {
             // verified again (saving a verification per worker).
             if let Some(security) = self.security.filter(|_| !self.declared.contains(worker)) {
                 let checked = Declaration::parse(&entry).and_then(|d| {
-                    d.verify(self.task.topic.as_str(), &self.task.request_id)?;
+                    d.verify(self.task.topic.as_str(), &self.task.request_id, &self.digest)?;
                     Ok(d)
                 });
                 match checked {

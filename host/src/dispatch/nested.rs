@@ -135,7 +135,7 @@ impl Nesting {
         // consulted below depth 0).
         let options =
             DispatchOptions { grace: options.grace.unwrap_or(defaults.grace), timeout, content_type, ..defaults };
-        match self.dispatcher.run(topic, payload, &options, ancestry).await {
+        match self.dispatcher.run(topic, payload, &options, ancestry, parent.settler()).await {
             Ok(outcome) => Ok(outcome),
             Err(DispatchError::InvalidOptions(why) | DispatchError::TooLarge(why)) => Err(NestError::Invalid(why)),
             Err(err) => Err(NestError::Failed(err.to_string())),

@@ -4,7 +4,8 @@
 //! ```json
 //! {"request_id": "...", "topic": "text.analyze", "status": "complete",
 //!  "partials": [{"worker": "node/plugin@1.0.0", "ok": true, "payload": {...}, "error": null}],
-//!  "missing": [], "untrusted": [], "busy": [], "staged": true, "settle": "commit", "elapsed_ms": 3}
+//!  "missing": [], "untrusted": [], "busy": [], "refused": [], "staged": true, "settle": "commit",
+//!  "elapsed_ms": 3}
 //! ```
 //!
 //! `staged` says whether a worker (or a sub-task of one) staged writes;
@@ -40,6 +41,11 @@ pub enum Status {
     /// plugins (`busy` names them): not "nobody is interested", but "try
     /// again later".
     Overloaded,
+    /// Nobody declared, none was busy, and some receivers refused the
+    /// dispatch because their node does not trust this dispatcher's key
+    /// (`refused` names them): not "nobody is interested", but "you may
+    /// not ask".
+    Unauthorized,
 }
 
 impl Status {
@@ -51,6 +57,7 @@ impl Status {
             Status::TimedOut => "timed_out",
             Status::Incomplete => "incomplete",
             Status::Overloaded => "overloaded",
+            Status::Unauthorized => "unauthorized",
         }
     }
 }
@@ -74,6 +81,9 @@ pub struct Outcome {
     /// Receivers that answered busy: their node had no room for the task,
     /// so their plugin was not asked (sorted).
     pub busy: Vec<String>,
+    /// Receivers whose node does not trust this dispatcher's key to
+    /// dispatch: nothing ran there (sorted).
+    pub refused: Vec<String>,
     /// Whether a worker (or a sub-task of one) staged writes.
     pub staged: bool,
     /// The decision taken for the staged writes, if any.
@@ -91,7 +101,7 @@ impl Outcome {
 
 impl Serialize for Outcome {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut s = serializer.serialize_struct("Outcome", 10)?;
+        let mut s = serializer.serialize_struct("Outcome", 11)?;
         s.serialize_field("request_id", &self.request_id)?;
         s.serialize_field("topic", &self.topic)?;
         s.serialize_field("status", &self.status)?;
@@ -99,6 +109,7 @@ impl Serialize for Outcome {
         s.serialize_field("missing", &self.missing)?;
         s.serialize_field("untrusted", &self.untrusted)?;
         s.serialize_field("busy", &self.busy)?;
+        s.serialize_field("refused", &self.refused)?;
         s.serialize_field("staged", &self.staged)?;
         s.serialize_field("settle", &self.settle)?;
         s.serialize_field("elapsed_ms", &(self.elapsed.as_millis() as u64))?;
@@ -154,6 +165,7 @@ mod tests {
             missing: vec![],
             untrusted: vec![],
             busy: vec![],
+            refused: vec![],
             staged: true,
             settle: Some(crate::bus::Decision::Abort),
             elapsed: Duration::from_millis(12),
@@ -168,7 +180,7 @@ mod tests {
                     {"worker": "n1/b@1.0.0", "ok": true, "payload": "plain text", "error": null},
                     {"worker": "n1/c@1.0.0", "ok": false, "payload": null, "error": "boom"},
                 ],
-                "missing": [], "untrusted": [], "busy": [], "staged": true, "settle": "abort", "elapsed_ms": 12
+                "missing": [], "untrusted": [], "busy": [], "refused": [], "staged": true, "settle": "abort", "elapsed_ms": 12
             })
         );
     }

@@ -54,7 +54,7 @@ impl TaskReceiver for Scripted {
         })
     }
 
-    fn busy(&self, _task: Arc<Task>, reply_to: &dyn ReplyTo) -> Work {
+    fn decline(&self, _task: Arc<Task>, reply_to: &dyn ReplyTo, _interest: Interest) -> Work {
         answer_busy(&self.worker, reply_to)
     }
 }
@@ -70,10 +70,10 @@ struct Full(WorkerId);
 
 impl TaskReceiver for Full {
     fn receive(&self, task: Arc<Task>, reply_to: &dyn ReplyTo) -> Work {
-        self.busy(task, reply_to)
+        self.decline(task, reply_to, Interest::Busy)
     }
 
-    fn busy(&self, _task: Arc<Task>, reply_to: &dyn ReplyTo) -> Work {
+    fn decline(&self, _task: Arc<Task>, reply_to: &dyn ReplyTo, _interest: Interest) -> Work {
         answer_busy(&self.0, reply_to)
     }
 }
@@ -148,7 +148,7 @@ async fn a_declaration_removed_from_the_list_is_still_awaited() {
             })
         }
 
-        fn busy(&self, _task: Arc<Task>, _reply_to: &dyn ReplyTo) -> Work {
+        fn decline(&self, _task: Arc<Task>, _reply_to: &dyn ReplyTo, _interest: Interest) -> Work {
             unreachable!("the in-process bus never turns tasks away")
         }
     }
@@ -277,7 +277,7 @@ async fn a_second_partial_from_the_same_worker_is_ignored() {
             })
         }
 
-        fn busy(&self, _task: Arc<Task>, _reply_to: &dyn ReplyTo) -> Work {
+        fn decline(&self, _task: Arc<Task>, _reply_to: &dyn ReplyTo, _interest: Interest) -> Work {
             unreachable!("the in-process bus never turns tasks away")
         }
     }

@@ -35,7 +35,7 @@ use async_trait::async_trait;
 
 pub(crate) use memory::MemoryLedger;
 pub use redis::{RedisLedger, connect as connect_redis};
-pub use registry::{Liveness, NodeInfo, PluginEntry};
+pub use registry::{EntryTrust, Liveness, NodeInfo, PluginEntry};
 pub(crate) use registry::{RedisRegistry, Registry};
 
 /// Every Lua script run in Redis, by the name `docs/protocol.md` gives it.

@@ -1,10 +1,11 @@
 //! Node membership in distributed mode: which nodes are alive, and which
 //! plugins (queue groups) with which topic patterns they serve.
 //!
-//! Every node with plugins writes, on each heartbeat, in one Lua script:
+//! Every node writes, on each heartbeat, in one Lua script:
 //!
-//! - `anocast:{nodes}:<node-id>`: its [`NodeInfo`] as JSON, with a
-//!   time-to-live of [`Liveness::ttl`];
+//! - `anocast:{nodes}:<node-id>`: its [`NodeInfo`] as JSON, signed by the
+//!   node's key as an `anocast-node-v2` statement (`anocast_wire::statement`)
+//!   with the time of signing, with a time-to-live of [`Liveness::ttl`];
 //! - its id in the sorted set `anocast:{nodes}`, scored with the time its
 //!   entry expires (Redis server time, so node clocks do not matter); the
 //!   set itself carries the same time-to-live, renewed by every heartbeat.
@@ -17,6 +18,14 @@
 //! A node that has just joined is seen by other dispatchers within one
 //! refresh; until then they do not wait for its plugins, whose late
 //! declarations are refused (never half-counted).
+//!
+//! Whoever can write to Redis can write entries, so a reader believes only
+//! entries that are signed, fresh (signed within [`STALE_AFTER`] plus two
+//! time-to-lives), within bounds (at most [`MAX_NODES`] nodes,
+//! [`MAX_PLUGINS`] plugins a node, [`MAX_TOPICS`] patterns a plugin, 64 KiB
+//! an entry), whose names pass the name rules, and whose key its
+//! [`EntryTrust`] trusts for that node id. Every other entry is ignored
+//! whole, counted and logged.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -27,11 +36,31 @@ use redis::Script;
 use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 
-use anocast_wire::names;
+use anocast_wire::{PublicKey, names};
 
 use crate::topic::Pattern;
 
 const NODES: &str = "anocast:{nodes}";
+
+/// Most live nodes read from the registry.
+pub const MAX_NODES: usize = 1024;
+/// Most plugins one node's entry may list.
+pub const MAX_PLUGINS: usize = 256;
+/// Most topic patterns one plugin may list.
+pub const MAX_TOPICS: usize = 64;
+/// How much older than two time-to-lives an entry's signature may be (for
+/// clocks that disagree).
+pub const STALE_AFTER: Duration = Duration::from_secs(30);
+
+/// How a registry signs this node's entry and judges the others'.
+pub trait EntryTrust: Send + Sync {
+    /// Signs `text` (this node's entry as JSON) as a statement.
+    fn seal(&self, text: &str) -> Result<String, anocast_wire::WireError>;
+    /// Whether an entry that `key` signed for `node` is believed.
+    fn accepts(&self, node: &str, key: &PublicKey) -> bool;
+    /// Counts an entry that was not believed.
+    fn rejected(&self);
+}
 
 /// Writes a node's entry and prunes expired ones.
 pub(super) const HEARTBEAT: &str = r"
@@ -49,9 +78,10 @@ pub(super) const LIVE: &str = r"
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 local out = {}
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf')) do
+local most = tonumber(ARGV[2])
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf', 'LIMIT', 0, tonumber(ARGV[1]))) do
   local entry = redis.call('GET', KEYS[1] .. ':' .. id)
-  if entry then table.insert(out, entry) end
+  if entry and string.len(entry) <= most then table.insert(out, entry) end
 end
 return out";
 
@@ -67,25 +97,52 @@ return 1";
 pub struct NodeInfo {
     /// The node's id.
     pub id: String,
-    /// Its public signing key (`ed25519:<hex>`).
-    #[serde(default)]
+    /// Its public signing key (`ed25519:<hex>`), which signs the entry.
     pub key: String,
     /// Its plugins.
     pub plugins: Vec<PluginEntry>,
+    /// When the entry was signed (Unix milliseconds; set on each heartbeat).
+    #[serde(default)]
+    pub signed_ms: u64,
 }
 
 impl NodeInfo {
     /// Checks every name the entry holds (node id, plugin names, versions,
-    /// topic patterns) by the project's one set of rules: an entry that
-    /// fails is ignored whole, so that no bad name reaches a dispatch.
-    pub fn check(&self) -> Result<(), anocast_wire::NameError> {
-        names::check_node_id(&self.id)?;
+    /// topic patterns) by the project's one set of rules, and the bounds
+    /// on how much it lists: an entry that fails is ignored whole, so that
+    /// no bad name reaches a dispatch.
+    pub fn check(&self) -> Result<(), String> {
+        names::check_node_id(&self.id).map_err(|e| e.to_string())?;
+        if self.plugins.len() > MAX_PLUGINS {
+            return Err(format!("more than {MAX_PLUGINS} plugins"));
+        }
         for plugin in &self.plugins {
-            names::check_plugin_name(&plugin.name)?;
-            names::check_version(&plugin.version)?;
-            plugin.topics.iter().try_for_each(|t| names::check_pattern(t))?;
+            names::check_plugin_name(&plugin.name).map_err(|e| e.to_string())?;
+            names::check_version(&plugin.version).map_err(|e| e.to_string())?;
+            if plugin.topics.len() > MAX_TOPICS {
+                return Err(format!("plugin {} has more than {MAX_TOPICS} topic patterns", plugin.name));
+            }
+            plugin.topics.iter().try_for_each(|t| names::check_pattern(t)).map_err(|e| e.to_string())?;
         }
         Ok(())
+    }
+
+    /// Reads a registry value: a signed statement whose JSON names the
+    /// key that signed it, checked by [`NodeInfo::check`], signed at most
+    /// `max_age` ago (and not further ahead than [`STALE_AFTER`]).
+    pub fn open(value: &str, max_age: Duration, now_ms: u64) -> Result<(NodeInfo, PublicKey), String> {
+        let (key, text) =
+            anocast_wire::statement::open(anocast_wire::statement::NODE, value).map_err(|e| e.to_string())?;
+        let info: NodeInfo = serde_json::from_str(text).map_err(|e| format!("not a node entry: {e}"))?;
+        if PublicKey::parse(&info.key).ok() != Some(key) {
+            return Err("signed by another key than the one it names".into());
+        }
+        info.check()?;
+        let (age, ahead) = (now_ms.saturating_sub(info.signed_ms), info.signed_ms.saturating_sub(now_ms));
+        if age > max_age.as_millis() as u64 || ahead > STALE_AFTER.as_millis() as u64 {
+            return Err(format!("signed {age} ms ago: stale, or replayed"));
+        }
+        Ok((info, key))
     }
 }
 
@@ -137,13 +194,15 @@ pub trait Registry: Send + Sync {
     fn check_interval(&self) -> Duration;
     /// The live nodes as last seen, sorted by id.
     fn nodes(&self) -> Vec<NodeInfo>;
-    /// The public key a live node registered, as text.
-    fn node_key(&self, node: &str) -> Option<String>;
+    /// The public key that signed a live node's entry.
+    fn node_key(&self, node: &str) -> Option<PublicKey>;
 }
 
 struct Snapshot {
     at: Instant,
     nodes: BTreeMap<String, NodeInfo>,
+    /// The key that signed each node's entry.
+    keys: BTreeMap<String, PublicKey>,
     /// Queue group (plugin name) -> the union of its patterns on live nodes.
     groups: BTreeMap<String, Vec<Pattern>>,
 }
@@ -152,8 +211,9 @@ struct Snapshot {
 /// tasks and (for a node that registered) removes the node's entry.
 pub struct RedisRegistry {
     snapshot: Arc<ArcSwapOption<Snapshot>>,
-    /// This node's entry (id, JSON), renewed by the heartbeat.
-    me: Arc<ArcSwapOption<(String, String)>>,
+    /// This node's entry, signed anew by each heartbeat.
+    me: Arc<ArcSwapOption<NodeInfo>>,
+    trust: Arc<dyn EntryTrust>,
     conn: ConnectionManager,
     liveness: Liveness,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -161,20 +221,25 @@ pub struct RedisRegistry {
 }
 
 impl RedisRegistry {
-    /// Starts refreshing the snapshot; with `me`, also registers this node
-    /// and keeps its entry alive. The first refresh (and heartbeat) is done
-    /// before this returns.
-    pub async fn start(conn: ConnectionManager, me: Option<NodeInfo>, liveness: Liveness) -> Self {
+    /// Starts refreshing the snapshot, believing the entries `trust`
+    /// accepts; with `me`, also registers this node (its entry signed by
+    /// `trust`) and keeps its entry alive. The first refresh (and
+    /// heartbeat) is done before this returns.
+    pub async fn start(
+        conn: ConnectionManager,
+        me: Option<NodeInfo>,
+        liveness: Liveness,
+        trust: Arc<dyn EntryTrust>,
+    ) -> Self {
         let snapshot = Arc::new(ArcSwapOption::empty());
-        let current: Arc<ArcSwapOption<(String, String)>> = Arc::new(ArcSwapOption::empty());
+        let current: Arc<ArcSwapOption<NodeInfo>> = Arc::new(ArcSwapOption::empty());
         let mut tasks = Vec::new();
         let mut leave = None;
         if let Some(me) = me {
-            let json = serde_json::to_string(&me).expect("node info serializes");
-            current.store(Some(Arc::new((me.id.clone(), json))));
-            let (mut c, entry) = (conn.clone(), current.clone());
+            current.store(Some(Arc::new(me)));
+            let (mut c, entry, signer) = (conn.clone(), current.clone(), trust.clone());
             if let Some(entry) = entry.load_full()
-                && let Err(err) = heartbeat(&mut c, &entry.0, &entry.1, liveness.ttl).await
+                && let Err(err) = heartbeat(&mut c, &entry, &*signer, liveness.ttl).await
             {
                 tracing::warn!(%err, "first heartbeat to Redis failed; retrying");
             }
@@ -183,7 +248,7 @@ impl RedisRegistry {
                 loop {
                     tick.tick().await;
                     let Some(entry) = entry.load_full() else { continue };
-                    if let Err(err) = heartbeat(&mut c, &entry.0, &entry.1, liveness.ttl).await {
+                    if let Err(err) = heartbeat(&mut c, &entry, &*signer, liveness.ttl).await {
                         tracing::warn!(%err, "heartbeat to Redis failed");
                     }
                 }
@@ -191,16 +256,16 @@ impl RedisRegistry {
             leave = Some(conn.clone());
         }
         let mut c = conn.clone();
-        refresh(&mut c, &snapshot).await;
-        let target = snapshot.clone();
+        refresh(&mut c, &snapshot, &*trust, liveness).await;
+        let (target, judge) = (snapshot.clone(), trust.clone());
         tasks.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(liveness.refresh);
             loop {
                 tick.tick().await;
-                refresh(&mut c, &target).await;
+                refresh(&mut c, &target, &*judge, liveness).await;
             }
         }));
-        RedisRegistry { snapshot, me: current, conn, liveness, tasks, leave }
+        RedisRegistry { snapshot, me: current, trust, conn, liveness, tasks, leave }
     }
 
     /// Replaces this node's entry (its plugins changed) and writes it at
@@ -210,14 +275,13 @@ impl RedisRegistry {
         if self.me.load().is_none() {
             return;
         }
-        let json = serde_json::to_string(me).expect("node info serializes");
-        self.me.store(Some(Arc::new((me.id.clone(), json.clone()))));
+        self.me.store(Some(Arc::new(me.clone())));
         let mut conn = self.conn.clone();
-        if let Err(err) = heartbeat(&mut conn, &me.id, &json, self.liveness.ttl).await {
+        if let Err(err) = heartbeat(&mut conn, me, &*self.trust, self.liveness.ttl).await {
             tracing::warn!(%err, "could not publish this node's new plugins; the next heartbeat will");
         }
         // This node's own view of the mesh shows the change at once.
-        refresh(&mut conn, &self.snapshot).await;
+        refresh(&mut conn, &self.snapshot, &*self.trust, self.liveness).await;
     }
 
     /// Removes this node's entry now (a clean shutdown), so that dispatchers
@@ -247,35 +311,71 @@ impl Drop for RedisRegistry {
     }
 }
 
-async fn heartbeat(conn: &mut ConnectionManager, id: &str, json: &str, ttl: Duration) -> redis::RedisResult<i64> {
-    Script::new(HEARTBEAT).key(NODES).arg(id).arg(json).arg(ttl.as_millis() as u64).invoke_async(conn).await
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as u64
 }
 
-async fn refresh(conn: &mut ConnectionManager, target: &ArcSwapOption<Snapshot>) {
-    let entries: Vec<String> = match Script::new(LIVE).key(NODES).invoke_async(conn).await {
+/// Signs `me` as of now and writes it.
+async fn heartbeat(
+    conn: &mut ConnectionManager,
+    me: &NodeInfo,
+    trust: &dyn EntryTrust,
+    ttl: Duration,
+) -> anyhow::Result<()> {
+    let info = NodeInfo { signed_ms: now_ms(), ..me.clone() };
+    let json = serde_json::to_string(&info)?;
+    let value = trust.seal(&json)?;
+    let _: i64 = Script::new(HEARTBEAT)
+        .key(NODES)
+        .arg(&info.id)
+        .arg(value)
+        .arg(ttl.as_millis() as u64)
+        .invoke_async(conn)
+        .await?;
+    Ok(())
+}
+
+async fn refresh(
+    conn: &mut ConnectionManager,
+    target: &ArcSwapOption<Snapshot>,
+    trust: &dyn EntryTrust,
+    liveness: Liveness,
+) {
+    let entries: Vec<String> = match Script::new(LIVE)
+        .key(NODES)
+        .arg(MAX_NODES)
+        .arg(anocast_wire::statement::MAX_STATEMENT)
+        .invoke_async(conn)
+        .await
+    {
         Ok(entries) => entries,
         Err(err) => {
             tracing::debug!(%err, "could not read the node registry");
             return;
         }
     };
-    let mut snapshot = Snapshot { at: Instant::now(), nodes: BTreeMap::new(), groups: BTreeMap::new() };
+    let mut snapshot =
+        Snapshot { at: Instant::now(), nodes: BTreeMap::new(), keys: BTreeMap::new(), groups: BTreeMap::new() };
+    let (max_age, now) = (liveness.ttl * 2 + STALE_AFTER, now_ms());
     for entry in entries {
-        let info = match serde_json::from_str::<NodeInfo>(&entry) {
-            Ok(info) => info,
+        let (info, key) = match NodeInfo::open(&entry, max_age, now) {
+            Ok(opened) => opened,
             Err(err) => {
-                tracing::warn!(%err, "ignored a malformed registry entry");
+                trust.rejected();
+                crate::error::warn_limited!(%err, "ignored a registry entry");
                 continue;
             }
         };
-        if let Err(err) = info.check() {
-            tracing::warn!(%err, "ignored a registry entry with an invalid name");
+        if !trust.accepts(&info.id, &key) {
+            trust.rejected();
+            crate::error::warn_limited!(node = info.id, %key, "ignored a registry entry signed by a key not trusted for its node id");
             continue;
         }
         for plugin in &info.plugins {
             let patterns = snapshot.groups.entry(plugin.name.clone()).or_default();
             patterns.extend(plugin.topics.iter().filter_map(|t| Pattern::parse(t).ok()));
         }
+        snapshot.keys.insert(info.id.clone(), key);
         snapshot.nodes.insert(info.id.clone(), info);
     }
     target.store(Some(Arc::new(snapshot)));
@@ -300,8 +400,8 @@ impl Registry for RedisRegistry {
         self.snapshot.load_full().map(|s| s.nodes.values().cloned().collect()).unwrap_or_default()
     }
 
-    fn node_key(&self, node: &str) -> Option<String> {
-        self.fresh()?.nodes.get(node).map(|n| n.key.clone())
+    fn node_key(&self, node: &str) -> Option<PublicKey> {
+        self.fresh()?.keys.get(node).copied()
     }
 }
 
@@ -312,9 +412,46 @@ mod tests {
     fn entry(id: &str, name: &str, version: &str, topic: &str) -> NodeInfo {
         NodeInfo {
             id: id.into(),
-            key: String::new(),
+            key: key().public().to_string(),
             plugins: vec![PluginEntry { name: name.into(), version: version.into(), topics: vec![topic.into()] }],
+            signed_ms: 1_700_000_000_000,
         }
+    }
+
+    fn key() -> anocast_wire::NodeKey {
+        anocast_wire::NodeKey::from_seed(&[11; 32]).expect("key")
+    }
+
+    fn sealed(info: &NodeInfo) -> String {
+        let json = serde_json::to_string(info).expect("serializes");
+        anocast_wire::statement::seal(anocast_wire::statement::NODE, &json, &key()).expect("signs")
+    }
+
+    #[test]
+    fn entries_must_be_signed_by_the_key_they_name_fresh_and_bounded() {
+        const NOW: u64 = 1_700_000_000_000;
+        let age = Duration::from_secs(10);
+        let good = entry("node-1", "echo", "1.0.0", "echo.>");
+        let (info, signer) = NodeInfo::open(&sealed(&good), age, NOW).expect("a good entry");
+        assert_eq!((info, signer), (good.clone(), key().public()));
+        let json = serde_json::to_string(&good).expect("serializes");
+        assert!(NodeInfo::open(&json, age, NOW).expect_err("refused").contains("not a signed statement"), "unsigned");
+        let other = anocast_wire::NodeKey::from_seed(&[12; 32]).expect("key");
+        let by_other = anocast_wire::statement::seal(anocast_wire::statement::NODE, &json, &other).expect("signs");
+        assert!(NodeInfo::open(&by_other, age, NOW).expect_err("refused").contains("another key"));
+        let tampered = sealed(&good).replace("echo.>", "echo.*");
+        assert!(NodeInfo::open(&tampered, age, NOW).expect_err("refused").contains("bad signature"));
+        let old = NodeInfo { signed_ms: NOW - 11_000, ..good.clone() };
+        assert!(NodeInfo::open(&sealed(&old), age, NOW).expect_err("refused").contains("stale"));
+        let ahead = NodeInfo { signed_ms: NOW + 31_000, ..good.clone() };
+        assert!(NodeInfo::open(&sealed(&ahead), age, NOW).is_err(), "signed in the future");
+        let many = NodeInfo { plugins: vec![good.plugins[0].clone(); MAX_PLUGINS + 1], ..good.clone() };
+        assert!(NodeInfo::open(&sealed(&many), age, NOW).expect_err("refused").contains("plugins"));
+        let mut topics = good.clone();
+        topics.plugins[0].topics = vec!["a".into(); MAX_TOPICS + 1];
+        assert!(NodeInfo::open(&sealed(&topics), age, NOW).expect_err("refused").contains("topic patterns"));
+        let bad = entry("node\n1", "echo", "1", "echo");
+        assert!(NodeInfo::open(&sealed(&bad), age, NOW).is_err());
     }
 
     #[test]

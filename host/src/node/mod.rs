@@ -128,10 +128,10 @@ impl Node {
 struct SettleSubscriber(Arc<Staging>);
 
 impl SettleReceiver for SettleSubscriber {
-    fn settle(&self, transaction: Arc<str>, decision: Decision) -> Work {
+    fn settle(&self, transaction: Arc<str>, decision: Decision, signer: Option<anocast_wire::PublicKey>) -> Work {
         let staging = self.0.clone();
         Box::pin(async move {
-            staging.settle(&transaction, decision).await;
+            staging.settle(&transaction, decision, signer).await;
         })
     }
 }

@@ -46,7 +46,7 @@ fn sub_outcome(outcome: Outcome) -> SubOutcome {
             Status::NoInterest => SubStatus::NoInterest,
             // The contract has no word for it yet: some receivers could
             // not answer, as when their node died.
-            Status::Incomplete | Status::Overloaded => SubStatus::Incomplete,
+            Status::Incomplete | Status::Overloaded | Status::Unauthorized => SubStatus::Incomplete,
             Status::TimedOut => SubStatus::TimedOut,
         },
         partials: outcome

@@ -33,8 +33,10 @@ pub(super) trait Pinned: Send + Sync + Sized + 'static {
     /// Handles one task to its end.
     fn handle(self: Arc<Self>, task: Arc<Task>, replies: Arc<dyn ReplySink>) -> impl Future<Output = ()> + Send;
 
-    /// Counts a task turned away because the node was full.
-    fn turned_away(&self) {}
+    /// Counts a task turned away unasked (`Busy` or `Untrusted`).
+    fn turned_away(&self, interest: Interest) {
+        let _ = interest;
+    }
 }
 
 impl Pinned for Version {
@@ -50,8 +52,9 @@ impl Pinned for Version {
         self.serve(task, replies)
     }
 
-    fn turned_away(&self) {
-        self.stats.busy.fetch_add(1, Ordering::Relaxed);
+    fn turned_away(&self, interest: Interest) {
+        let counter = if interest == Interest::Busy { &self.stats.busy } else { &self.stats.untrusted };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -218,14 +221,14 @@ impl<V: Pinned> TaskReceiver for Subscriber<V> {
         })
     }
 
-    fn busy(&self, task: Arc<Task>, reply_to: &dyn ReplyTo) -> Work {
+    fn decline(&self, task: Arc<Task>, reply_to: &dyn ReplyTo, interest: Interest) -> Work {
         let version = self.0.load_full();
         let (worker, digest) = version.signs_as();
         let (worker, replies) = (worker.clone(), reply_to.sink(worker, digest));
-        version.turned_away();
+        version.turned_away(interest);
         drop(task);
         Box::pin(async move {
-            replies.send(Reply::Ack { worker, interest: Interest::Busy, closed: None }).await;
+            replies.send(Reply::Ack { worker, interest, closed: None }).await;
         })
     }
 }

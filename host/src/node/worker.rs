@@ -34,6 +34,9 @@ pub struct WorkerStats {
     pub failed: AtomicU64,
     /// Tasks turned away unasked because the node had no room for them.
     pub busy: AtomicU64,
+    /// Tasks turned away unasked because the node does not trust their
+    /// dispatcher.
+    pub untrusted: AtomicU64,
 }
 
 impl WorkerStats {
@@ -157,7 +160,8 @@ impl Version {
         let transaction = task.ancestry.first().map_or(&task.request_id, |root| &root.request_id);
         let deadline = tokio::time::Instant::now() + task.remaining();
         let hook: Arc<dyn SettleHook> = self.plugin.clone();
-        match self.staging.keep(transaction, &hook, &self.label, &task.request_id, deadline, ops) {
+        let settler = task.settler();
+        match self.staging.keep(transaction, settler, &hook, &self.label, &task.request_id, deadline, ops) {
             Ok(()) => result,
             Err(err) => Ok(Err(format!("could not stage its writes: {err}"))),
         }
@@ -195,7 +199,8 @@ impl Version {
         let entry = match &self.signer {
             None => self.label.to_string(),
             Some((security, worker)) => {
-                match anocast_wire::Declaration::entry(task.topic.as_str(), &task.request_id, worker, security.key()) {
+                let (topic, digest) = (task.topic.as_str(), task.digest());
+                match anocast_wire::Declaration::entry(topic, &task.request_id, &digest, worker, security.key()) {
                     Ok(entry) => entry,
                     Err(err) => {
                         tracing::error!(%err, "cannot sign the declaration; the worker will not run");

@@ -1,5 +1,9 @@
 //! A node's staging: the writes its workers' tasks staged, kept by
 //! transaction until a decision settles them once, or they expire.
+//!
+//! In distributed mode every staged write remembers who may settle it:
+//! the key of its root task's dispatcher, as the task's signature said. A
+//! decision signed by any other key changes nothing and is counted.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -13,6 +17,7 @@ use async_trait::async_trait;
 use super::store::Store;
 use crate::bus::Decision;
 use crate::runtime::Op;
+use anocast_wire::PublicKey;
 
 /// What staging calls once a task's writes are settled or expired: in a
 /// node, the staging plugin's `settle` export.
@@ -79,6 +84,9 @@ pub struct SettleStats {
     pub hooks: AtomicU64,
     /// `settle` hooks that failed (trapped, or ran out of time).
     pub hooks_failed: AtomicU64,
+    /// Decisions signed by another key than the root dispatcher's of what
+    /// was staged (not applied).
+    pub foreign_decisions: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -87,6 +95,8 @@ fn bump(counter: &AtomicU64) {
 
 /// One task's staged writes, waiting for the decision.
 struct Staged {
+    /// Who may settle it (`None` in-process).
+    settler: Option<PublicKey>,
     hook: Arc<dyn SettleHook>,
     label: Arc<str>,
     request_id: Arc<str>,
@@ -103,8 +113,8 @@ enum Past {
     Settled,
     /// Its writes here expired.
     Expired,
-    /// Decided while nothing was staged here for it.
-    Decided,
+    /// Decided, by that signer, while nothing was staged here for it.
+    Decided(Option<PublicKey>),
 }
 
 /// How long a settled or expired transaction is remembered.
@@ -188,11 +198,14 @@ impl Staging {
     }
 
     /// Keeps the writes the task `request_id` staged for
-    /// `transaction`, until the decision or `deadline + expiry`. Fails when
-    /// the node's limit would be passed.
+    /// `transaction`, until the decision of `settler` (the root
+    /// dispatcher's key; `None` in-process) or `deadline + expiry`. Fails
+    /// when the node's limit would be passed.
+    #[allow(clippy::too_many_arguments)]
     pub fn keep(
         &self,
         transaction: &Arc<str>,
+        settler: Option<PublicKey>,
         hook: &Arc<dyn SettleHook>,
         label: &Arc<str>,
         request_id: &Arc<str>,
@@ -211,10 +224,12 @@ impl Staging {
         // that did not reply in time) can never be decided on: they expire
         // at the next sweep.
         let expires = match book.past(transaction) {
+            Some(Past::Decided(by)) if by != settler => deadline + self.config.expiry,
             Some(_) => Instant::now(),
             None => deadline + self.config.expiry,
         };
         book.pending.entry(transaction.clone()).or_default().push(Staged {
+            settler,
             hook: hook.clone(),
             label: label.clone(),
             request_id: request_id.clone(),
@@ -227,14 +242,32 @@ impl Staging {
         Ok(())
     }
 
-    /// Applies `decision` to what was staged for `transaction`, once; then
-    /// calls each staging plugin's `settle` hook. What happened is counted
-    /// in [`Staging::stats`].
-    #[tracing::instrument(level = "debug", skip(self), fields(decision = decision.as_str()))]
-    pub async fn settle(&self, transaction: &str, decision: Decision) {
+    /// Applies `decision`, signed by `signer` (`None` in-process), to what
+    /// was staged for `transaction` under that signer, once; then calls
+    /// each staging plugin's `settle` hook. What happened is counted in
+    /// [`Staging::stats`].
+    #[tracing::instrument(level = "debug", skip(self, signer), fields(decision = decision.as_str()))]
+    pub async fn settle(&self, transaction: &str, decision: Decision, signer: Option<PublicKey>) {
         let entries = {
             let mut book = self.book.lock();
-            match book.pending.remove(transaction) {
+            let entries = book.pending.remove(transaction).map(|entries| {
+                let (mine, foreign): (Vec<Staged>, Vec<Staged>) =
+                    entries.into_iter().partition(|e| e.settler.is_none() || e.settler == signer);
+                if !foreign.is_empty() {
+                    book.pending.insert(Arc::from(transaction), foreign);
+                }
+                mine
+            });
+            match entries {
+                Some(entries) if entries.is_empty() => {
+                    drop(book);
+                    bump(&self.stats.foreign_decisions);
+                    crate::error::warn_limited!(
+                        transaction,
+                        "ignored a settle decision signed by another key than the root dispatcher's"
+                    );
+                    return;
+                }
                 Some(entries) => {
                     book.bytes -= entries.iter().map(|e| e.bytes).sum::<usize>();
                     book.remember(Arc::from(transaction), Past::Settled);
@@ -245,7 +278,7 @@ impl Staging {
                     if past.is_none() {
                         // Writes may still come (a worker that missed the
                         // deadline): remembered, they expire at once.
-                        book.remember(Arc::from(transaction), Past::Decided);
+                        book.remember(Arc::from(transaction), Past::Decided(signer));
                     }
                     drop(book);
                     match past {
@@ -261,7 +294,7 @@ impl Staging {
                             );
                         }
                         // Nothing was staged here for it.
-                        Some(Past::Expired | Past::Decided) | None => {}
+                        Some(Past::Expired | Past::Decided(_)) | None => {}
                     }
                     return;
                 }
@@ -379,8 +412,19 @@ mod tests {
 
     impl Bench {
         fn keep(&self, transaction: &str, task: &str, deadline: Instant, ops: Vec<Op>) -> Result<(), String> {
+            self.keep_for(None, transaction, task, deadline, ops)
+        }
+
+        fn keep_for(
+            &self,
+            settler: Option<PublicKey>,
+            transaction: &str,
+            task: &str,
+            deadline: Instant,
+            ops: Vec<Op>,
+        ) -> Result<(), String> {
             let label: Arc<str> = Arc::from("n/plugin@1");
-            self.staging.keep(&Arc::from(transaction), &self.hook, &label, &Arc::from(task), deadline, ops)
+            self.staging.keep(&Arc::from(transaction), settler, &self.hook, &label, &Arc::from(task), deadline, ops)
         }
 
         async fn value(&self, key: &str) -> Option<Vec<u8>> {
@@ -396,6 +440,34 @@ mod tests {
         Op::Set(key.into(), value.as_bytes().to_vec())
     }
 
+    fn public(seed: u8) -> Option<PublicKey> {
+        Some(anocast_wire::NodeKey::from_seed(&[seed; 32]).expect("key").public())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_the_root_dispatcher_settles() {
+        let b = bench(SettleConfig::default());
+        let (root, other) = (public(1), public(2));
+        let deadline = Instant::now() + Duration::from_secs(1);
+        b.keep_for(root, "tx", "task", deadline, vec![set("k", "v")]).expect("kept");
+        b.staging.settle("tx", Decision::Commit, other).await;
+        b.staging.settle("tx", Decision::Abort, other).await;
+        assert_eq!(b.count(|s| &s.foreign_decisions), 2);
+        assert_eq!(b.value("k").await, None, "another key's commit applies nothing");
+        assert!(b.recorder.0.lock().is_empty(), "nor does its abort drop anything");
+        b.staging.settle("tx", Decision::Commit, root).await;
+        assert_eq!(b.value("k").await.as_deref(), Some(&b"v"[..]));
+        assert_eq!(b.count(|s| &s.committed), 1);
+
+        // A decision for a transaction nothing was staged for yet, by
+        // another key, does not doom the root's writes when they come.
+        b.staging.settle("later", Decision::Abort, other).await;
+        b.keep_for(root, "later", "task", deadline, vec![set("j", "w")]).expect("kept");
+        b.staging.expire().await;
+        b.staging.settle("later", Decision::Commit, root).await;
+        assert_eq!(b.value("j").await.as_deref(), Some(&b"w"[..]));
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_commit_applies_once_and_a_duplicate_changes_nothing() {
         let b = bench(SettleConfig::default());
@@ -403,13 +475,13 @@ mod tests {
         b.keep("tx", "task-1", deadline, vec![set("k", "v1")]).expect("kept");
         b.keep("tx", "task-2", deadline, vec![set("j", "w")]).expect("kept");
         assert_eq!(b.value("k").await, None, "nothing is applied before the decision");
-        b.staging.settle("tx", Decision::Commit).await;
+        b.staging.settle("tx", Decision::Commit, None).await;
         assert_eq!(b.value("k").await.as_deref(), Some(&b"v1"[..]));
         assert_eq!(b.value("j").await.as_deref(), Some(&b"w"[..]));
         assert_eq!(b.count(|s| &s.committed), 2);
         assert_eq!(*b.recorder.0.lock(), [("task-1".to_owned(), true), ("task-2".to_owned(), true)]);
         // The same decision again, or the opposite one: counted, ignored.
-        b.staging.settle("tx", Decision::Abort).await;
+        b.staging.settle("tx", Decision::Abort, None).await;
         assert_eq!(b.count(|s| &s.duplicates), 1);
         assert_eq!(b.value("k").await.as_deref(), Some(&b"v1"[..]), "a late abort undoes nothing");
         assert_eq!(b.recorder.0.lock().len(), 2, "hooks are called once");
@@ -419,7 +491,7 @@ mod tests {
     async fn an_abort_drops_the_writes_and_tells_the_hook() {
         let b = bench(SettleConfig::default());
         b.keep("tx", "task", Instant::now() + Duration::from_secs(1), vec![set("k", "v")]).expect("kept");
-        b.staging.settle("tx", Decision::Abort).await;
+        b.staging.settle("tx", Decision::Abort, None).await;
         assert_eq!(b.value("k").await, None);
         assert_eq!(b.count(|s| &s.aborted), 1);
         assert_eq!(*b.recorder.0.lock(), [("task".to_owned(), false)]);
@@ -439,7 +511,7 @@ mod tests {
         b.staging.expire().await;
         assert_eq!(b.count(|s| &s.expired), 1);
         assert_eq!(*b.recorder.0.lock(), [("task".to_owned(), false)]);
-        b.staging.settle("tx", Decision::Commit).await;
+        b.staging.settle("tx", Decision::Commit, None).await;
         assert_eq!(b.count(|s| &s.late_commits), 1);
         assert_eq!(b.value("k").await, None, "expired writes are never applied");
     }
@@ -447,7 +519,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn writes_staged_after_their_decision_expire_at_the_next_sweep() {
         let b = bench(SettleConfig::default());
-        b.staging.settle("tx", Decision::Commit).await;
+        b.staging.settle("tx", Decision::Commit, None).await;
         b.keep("tx", "straggler", Instant::now() + Duration::from_secs(60), vec![set("k", "v")]).expect("kept");
         b.staging.expire().await;
         assert_eq!(b.count(|s| &s.expired), 1);
@@ -463,7 +535,7 @@ mod tests {
         assert!(err.contains("staging is full"), "{err}");
         assert_eq!(b.count(|s| &s.failed), 1);
         // Settling the first frees its bytes.
-        b.staging.settle("a", Decision::Abort).await;
+        b.staging.settle("a", Decision::Abort, None).await;
         b.keep("b", "t2", deadline, vec![set("k", "123456")]).expect("fits now");
     }
 }

@@ -12,7 +12,8 @@
 //! node key (32), the node id, plugin and version (short each) and the
 //! digest (32). A dispatcher that reads the list when it closes the
 //! interest window waits only for entries whose signature verifies with a
-//! key it trusts; an entry copied from another request does not verify.
+//! key it trusts; an entry copied from another request, or made for a
+//! forged task of the same request id, does not verify.
 
 use crate::codec::Writer;
 use crate::key::PublicKey;
@@ -20,7 +21,7 @@ use crate::names::{check_request_id, check_topic};
 use crate::{NodeKey, WireError, Worker};
 
 /// The domain of a declaration's signature.
-pub const TAG: &[u8; 18] = b"anocast-declare-v1";
+pub const TAG: &[u8; 18] = b"anocast-declare-v2";
 
 /// A parsed list entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,8 +34,14 @@ pub struct Declaration {
 
 impl Declaration {
     /// Signs `worker`'s declaration for one task; returns the list entry.
-    pub fn entry(topic: &str, request_id: &str, worker: &Worker, key: &NodeKey) -> Result<String, WireError> {
-        let signature = key.sign(&signed_bytes(topic, request_id, worker)?)?;
+    pub fn entry(
+        topic: &str,
+        request_id: &str,
+        task_digest: &[u8; 32],
+        worker: &Worker,
+        key: &NodeKey,
+    ) -> Result<String, WireError> {
+        let signature = key.sign(&signed_bytes(topic, request_id, task_digest, worker)?)?;
         Ok(format!(
             "{} {} {} {}",
             worker.id(),
@@ -73,13 +80,18 @@ impl Declaration {
     }
 
     /// Verifies that this entry declares its worker for this task.
-    pub fn verify(&self, topic: &str, request_id: &str) -> Result<(), WireError> {
-        self.worker.key.verify(&signed_bytes(topic, request_id, &self.worker)?, &self.signature)
+    pub fn verify(&self, topic: &str, request_id: &str, task_digest: &[u8; 32]) -> Result<(), WireError> {
+        self.worker.key.verify(&signed_bytes(topic, request_id, task_digest, &self.worker)?, &self.signature)
     }
 }
 
 /// The bytes a declaration's signature covers.
-pub fn signed_bytes(topic: &str, request_id: &str, worker: &Worker) -> Result<Vec<u8>, WireError> {
+pub fn signed_bytes(
+    topic: &str,
+    request_id: &str,
+    task_digest: &[u8; 32],
+    worker: &Worker,
+) -> Result<Vec<u8>, WireError> {
     check_topic(topic)?;
     check_request_id(request_id)?;
     worker.check()?;
@@ -87,6 +99,7 @@ pub fn signed_bytes(topic: &str, request_id: &str, worker: &Worker) -> Result<Ve
     w.bytes(TAG)
         .medium(topic)
         .short(request_id)
+        .bytes(task_digest)
         .bytes(&worker.key.to_bytes())
         .short(&worker.node)
         .short(&worker.plugin)

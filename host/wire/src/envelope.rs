@@ -9,17 +9,18 @@
 //!
 //! | field | bytes |
 //! |---|---|
-//! | tag | 16: `anocast-reply-v1` |
+//! | tag | 16: `anocast-reply-v2` |
 //! | timestamp | 8: Unix milliseconds when signed |
 //! | topic | medium |
 //! | request id | short |
+//! | task digest | 32: the digest of the task answered (see [`crate::task`]) |
 //! | node key | 32 |
 //! | node id | short |
 //! | plugin | short |
 //! | version | short |
 //! | digest | 32: SHA-256 of the plugin's file |
 //! | flags | 1: bit 0 acknowledgement, bit 1 result, bit 2 staged (only with a result); other bits 0 |
-//! | interest | 1 (if acknowledgement): 0 not interested, 1 declared, 2 refused |
+//! | interest | 1 (if acknowledgement): 0 not interested, 1 declared, 2 refused, 3 busy, 4 untrusted dispatcher |
 //! | closed | 1 (if acknowledgement): 0, or 1 followed by a 2-byte count and that many `medium` entries |
 //! | status | 1 (if result): 0 ok, 1 error |
 //! | payload | long (if result): the partial's bytes, or the error text in UTF-8 |
@@ -35,7 +36,7 @@ use crate::names::{check_request_id, check_topic};
 use crate::{NodeKey, WireError, Worker};
 
 /// The first 16 bytes of every reply envelope (the signature's domain).
-pub const TAG: &[u8; 16] = b"anocast-reply-v1";
+pub const TAG: &[u8; 16] = b"anocast-reply-v2";
 
 const HAS_ACK: u8 = 0b01;
 const HAS_RESULT: u8 = 0b10;
@@ -53,6 +54,9 @@ pub enum Interest {
     /// The node had no room for another task: nothing ran, and the plugin
     /// was not asked whether it is interested.
     Busy,
+    /// The node does not trust the task's dispatcher to dispatch: nothing
+    /// ran, and the plugin was not asked.
+    Untrusted,
 }
 
 /// An acknowledgement.
@@ -76,6 +80,8 @@ pub struct Envelope {
     pub topic: String,
     /// The task's request id.
     pub request_id: String,
+    /// The digest of the task answered.
+    pub task_digest: [u8; 32],
     /// Who replies (its key signs).
     pub worker: Worker,
     /// The acknowledgement, if it carries one.
@@ -110,6 +116,7 @@ impl Envelope {
             .u64(self.timestamp_ms)
             .medium(&self.topic)
             .short(&self.request_id)
+            .bytes(&self.task_digest)
             .bytes(&self.worker.key.to_bytes())
             .short(&self.worker.node)
             .short(&self.worker.plugin)
@@ -125,6 +132,7 @@ impl Envelope {
                 Interest::Declared => 1,
                 Interest::Refused => 2,
                 Interest::Busy => 3,
+                Interest::Untrusted => 4,
             });
             match &ack.closed {
                 None => {
@@ -205,12 +213,20 @@ impl<'a> Sealed<'a> {
         }
         let (signed, signature) = bytes.split_at(bytes.len() - 64);
         let mut r = Reader::new(signed);
-        if r.take(TAG.len(), "tag")? != TAG {
-            return Err(WireError::new("not an anocast reply envelope (unknown tag)"));
+        let tag = r.take(TAG.len(), "tag")?;
+        if tag != TAG {
+            return Err(match tag.strip_prefix(b"anocast-reply-v") {
+                Some(version) => WireError::new(format!(
+                    "a reply envelope of protocol version {}; this node speaks version 2",
+                    String::from_utf8_lossy(version)
+                )),
+                None => WireError::new("not an anocast reply envelope (unknown tag)"),
+            });
         }
         let timestamp_ms = r.u64("timestamp")?;
         let topic = r.medium("topic")?.to_owned();
         let request_id = r.short("request id")?.to_owned();
+        let task_digest = r.array("task digest")?;
         let key = PublicKey::from_bytes(&r.array("node key")?)?;
         let node = r.short("node id")?.to_owned();
         let plugin = r.short("plugin")?.to_owned();
@@ -226,6 +242,7 @@ impl<'a> Sealed<'a> {
                 1 => Interest::Declared,
                 2 => Interest::Refused,
                 3 => Interest::Busy,
+                4 => Interest::Untrusted,
                 _ => return Err(WireError::new("unknown interest")),
             };
             let closed = match r.u8("closed flag")? {
@@ -262,6 +279,7 @@ impl<'a> Sealed<'a> {
             timestamp_ms,
             topic,
             request_id,
+            task_digest,
             worker: Worker { node, plugin, version, key, digest },
             ack,
             result,

@@ -1,10 +1,14 @@
-//! anocast's signed wire formats, kept apart from the host so that they can
+//! anocast's signed wire formats (protocol version 2), kept apart from the host so that they can
 //! be fuzzed, tested and read on their own:
 //!
 //! - [`key`]: a node's ed25519 signing key and public keys as text;
 //! - [`envelope`]: the signed reply a worker's node sends to a dispatcher
 //!   (an acknowledgement, a partial, or both at once);
 //! - [`declaration`]: the signed entry a node pushes onto an interest list;
+//! - [`task`]: the dispatcher's signature on a task, and the task digest
+//!   every answer binds;
+//! - [`settle`]: the root dispatcher's signature on a settle decision;
+//! - [`statement`]: signed registry entries and lifecycle events;
 //! - [`names`]: the rules for topics, request ids, node ids, plugin names
 //!   and versions, checked here for the whole project.
 //!
@@ -16,11 +20,18 @@ pub mod declaration;
 pub mod envelope;
 pub mod key;
 pub mod names;
+pub mod settle;
+pub mod statement;
+pub mod task;
 
 pub use declaration::Declaration;
 pub use envelope::{Ack, Envelope, Interest, Outcome};
 pub use key::{NodeKey, PublicKey};
 pub use names::{NameError, NameKind};
+pub use task::{TaskFacts, TaskSeal};
+
+/// The protocol version this crate speaks.
+pub const PROTOCOL: u32 = 2;
 
 /// Why bytes or text were refused. The message names the first problem
 /// found; nothing is ever half-read.

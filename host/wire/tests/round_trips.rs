@@ -15,7 +15,13 @@ fn worker_strategy() -> impl Strategy<Value = Worker> {
 }
 
 fn interest_strategy() -> impl Strategy<Value = Interest> {
-    prop_oneof![Just(Interest::NotInterested), Just(Interest::Declared), Just(Interest::Refused)]
+    prop_oneof![
+        Just(Interest::NotInterested),
+        Just(Interest::Declared),
+        Just(Interest::Refused),
+        Just(Interest::Busy),
+        Just(Interest::Untrusted)
+    ]
 }
 
 fn envelope_strategy() -> impl Strategy<Value = Envelope> {
@@ -29,19 +35,20 @@ fn envelope_strategy() -> impl Strategy<Value = Envelope> {
         proptest::collection::vec(any::<u8>(), 0..300).prop_map(Ok),
         "\\PC{0,60}".prop_map(Err),
     ]);
-    (any::<u64>(), topic, "[!-+\\--~]{1,128}", worker_strategy(), ack, result, any::<bool>())
+    (any::<u64>(), topic, "[!-+\\--~]{1,128}", any::<[u8; 32]>(), worker_strategy(), ack, result, any::<bool>())
         .prop_filter(
             "an envelope carries something, and a result only after a declaration",
-            |(_, _, _, _, ack, result, _)| match (ack, result) {
+            |(_, _, _, _, _, ack, result, _)| match (ack, result) {
                 (None, None) => false,
                 (Some(ack), Some(_)) => ack.interest == Interest::Declared,
                 _ => true,
             },
         )
-        .prop_map(|(timestamp_ms, topic, request_id, worker, ack, result, staged)| Envelope {
+        .prop_map(|(timestamp_ms, topic, request_id, task_digest, worker, ack, result, staged)| Envelope {
             timestamp_ms,
             topic,
             request_id,
+            task_digest,
             worker,
             staged: staged && result.is_some(),
             ack,
@@ -80,13 +87,20 @@ proptest! {
     }
 
     #[test]
-    fn declarations_round_trip_and_bind_the_request(worker in worker_strategy(), id in "[a-z0-9-]{1,40}") {
-        let entry = Declaration::entry("orders.created", &id, &worker, &key()).expect("signs");
+    fn declarations_round_trip_and_bind_the_task(
+        worker in worker_strategy(),
+        id in "[a-z0-9-]{1,40}",
+        task in any::<[u8; 32]>(),
+    ) {
+        let entry = Declaration::entry("orders.created", &id, &task, &worker, &key()).expect("signs");
         let parsed = Declaration::parse(&entry).expect("parses");
         prop_assert_eq!(&parsed.worker, &worker);
-        prop_assert!(parsed.verify("orders.created", &id).is_ok());
+        prop_assert!(parsed.verify("orders.created", &id, &task).is_ok());
         let other = format!("{}x", id);
-        prop_assert!(parsed.verify("orders.created", &other).is_err());
-        prop_assert!(parsed.verify("orders.updated", &id).is_err());
+        prop_assert!(parsed.verify("orders.created", &other, &task).is_err());
+        prop_assert!(parsed.verify("orders.updated", &id, &task).is_err());
+        let mut forged = task;
+        forged[0] ^= 1;
+        prop_assert!(parsed.verify("orders.created", &id, &forged).is_err(), "a forged task of the same request");
     }
 }

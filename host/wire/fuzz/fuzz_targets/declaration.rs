@@ -11,6 +11,6 @@ fuzz_target!(|bytes: &[u8]| {
     let Ok(entry) = std::str::from_utf8(bytes) else { return };
     if let Ok(declaration) = Declaration::parse(entry) {
         assert_eq!(declaration.worker.id(), worker_id(entry));
-        let _ = declaration.verify("fuzz.topic", "fuzz-request");
+        let _ = declaration.verify("fuzz.topic", "fuzz-request", &[0; 32]);
     }
 });
