@@ -172,6 +172,39 @@ async fn growing_memory_past_the_limit_is_an_error_partial() -> anyhow::Result<(
     still_serves(&host).await
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_share_the_node_memory_budget() -> anyhow::Result<()> {
+    let dir = PluginDir::with(&[guests::MISBEHAVE])?;
+    let runtime = RuntimeConfig { memory_limit: 48 << 20, memory_budget: 64 << 20, ..RuntimeConfig::default() };
+    let host = std::sync::Arc::new(start_host(&dir, runtime).await?);
+    let budget = || host.runtime().memory_budget();
+    // One task holds 40 MiB for a second...
+    let holder = {
+        let host = host.clone();
+        tokio::spawn(async move {
+            host.dispatcher().dispatch(topic("misbehave.hold"), b"40,1000".to_vec(), &options(500, 5000)).await
+        })
+    };
+    let holding = async || Ok(budget().used() >= 40 << 20);
+    wait_until("the first task holds its memory", Duration::from_secs(5), holding).await?;
+    // ...so another one, within its own limit of 48 MiB, finds no room.
+    let second = host.dispatcher().dispatch(topic("misbehave.hold"), b"40,10".to_vec(), &options(500, 5000)).await?;
+    let error = second.partials[0].result.clone().err().context("the second task fails")?;
+    assert!(error.contains("instance memory budget of 64 MiB is spent"), "{error}");
+    assert_eq!(budget().refused(), 1);
+    let first = holder.await??;
+    assert_eq!(first.partials[0].result.as_deref().ok(), Some(&b"held 40 MiB"[..]), "{}", first.to_json());
+    // Both instances gave their memory back.
+    assert!(budget().used() < 1 << 20, "{} bytes still held", budget().used());
+    let outcome = host.dispatcher().dispatch(topic("misbehave.hold"), b"40,10".to_vec(), &options(500, 5000)).await?;
+    assert_eq!(outcome.partials[0].result.as_deref().ok(), Some(&b"held 40 MiB"[..]), "{}", outcome.to_json());
+    // A budget below one instance's limit is refused at start.
+    let small = RuntimeConfig { memory_limit: 48 << 20, memory_budget: 32 << 20, ..RuntimeConfig::default() };
+    let err = start_host(&dir, small).await.err().context("a budget below the limit")?;
+    assert!(err.to_string().contains("must be at least one instance's memory limit"), "{err}");
+    Ok(())
+}
+
 #[tokio::test]
 async fn memory_within_the_limit_is_obeyed() -> anyhow::Result<()> {
     // The same guests run fine under a limit that leaves them room.

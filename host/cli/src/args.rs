@@ -125,7 +125,7 @@ pub(crate) struct ServeArgs {
     /// api_token_file, allowed_hosts, cors_origins, http_header_timeout,
     /// http_body_timeout, http_request_timeout, http_max_connections,
     /// http_max_concurrent,
-    /// liveness, max_tasks, key, data_dir, trust (a list), trust_mesh, memory_limit_mib,
+    /// liveness, max_tasks, key, data_dir, trust (a list), trust_mesh, memory_limit_mib, memory_budget_mib,
     /// call_timeout, max_instances, warm_instances, max_depth, nested_margin, stage_expiry,
     /// store_retention. Flags and ANOCAST_* variables override it.
     #[arg(long, env = "ANOCAST_CONFIG", value_name = "FILE")]
@@ -393,6 +393,11 @@ pub(crate) struct LimitArgs {
     /// Memory limit of one plugin instance, in MiB.
     #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=4096))]
     pub(crate) memory_limit: Option<u64>,
+    /// Memory all plugin instances may hold together, in MiB (by default
+    /// half of this machine's memory); a task whose growth does not fit
+    /// fails with an error saying so.
+    #[arg(long, env = "ANOCAST_MEMORY_BUDGET", value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) memory_budget: Option<u64>,
     /// Longest a single call into a plugin may run.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub(crate) call_timeout: Option<Duration>,
@@ -491,6 +496,7 @@ fn library_defaults() -> Vec<(&'static str, String)> {
         ("reload_debounce", time(anocast::DEFAULT_DEBOUNCE)),
         ("http", crate::settings::DEFAULT_HTTP.to_string()),
         ("memory_limit", (runtime.memory_limit >> 20).to_string()),
+        ("memory_budget", (runtime.memory_budget >> 20).to_string()),
         ("call_timeout", time(runtime.call_timeout)),
         ("max_instances", runtime.max_instances.to_string()),
         ("warm_instances", runtime.warm_instances.to_string()),

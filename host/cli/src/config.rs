@@ -21,6 +21,7 @@
 //! trust = ["/etc/anocast/trusted"]
 //! trust_mesh = false
 //! memory_limit_mib = 64
+//! memory_budget_mib = 4096   # default: half of the machine's memory
 //! call_timeout = "10s"
 //! max_instances = 1000
 //! warm_instances = 4
@@ -77,6 +78,7 @@ pub struct FileConfig {
     pub trust: Vec<PathBuf>,
     pub trust_mesh: Option<bool>,
     pub memory_limit_mib: Option<u64>,
+    pub memory_budget_mib: Option<u64>,
     pub call_timeout: Option<String>,
     pub max_instances: Option<u32>,
     pub warm_instances: Option<u32>,
@@ -110,6 +112,9 @@ impl FileConfig {
         let _ = secrets;
         if let Some(mib) = config.memory_limit_mib {
             anyhow::ensure!((1..=4096).contains(&mib), "{}: memory_limit_mib must be 1-4096", path.display());
+        }
+        if config.memory_budget_mib == Some(0) {
+            anyhow::bail!("{}: memory_budget_mib must be at least 1", path.display());
         }
         if let Some(n) = config.max_instances {
             anyhow::ensure!((1..=100_000).contains(&n), "{}: max_instances must be 1-100000", path.display());

@@ -119,6 +119,7 @@ fn runtime(limits: &LimitArgs, file: &FileConfig) -> anyhow::Result<RuntimeConfi
         )?,
         max_instances: limits.max_instances.or(file.max_instances).unwrap_or(defaults.max_instances),
         warm_instances: limits.warm_instances.or(file.warm_instances).map_or(defaults.warm_instances, |n| n as usize),
+        memory_budget: limits.memory_budget.or(file.memory_budget_mib).map_or(defaults.memory_budget, |mib| mib << 20),
         ..defaults
     })
 }

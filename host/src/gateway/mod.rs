@@ -263,6 +263,11 @@ async fn plugins(State(api): State<Arc<Api>>, headers: HeaderMap) -> Json<serde_
             "failed_at_ms": f.failed_at_ms,
         })).collect::<Vec<_>>(),
         "cache": host.runtime().cache().map(|c| &c.stats),
+        "memory": {
+            "budget_bytes": host.runtime().memory_budget().limit(),
+            "used_bytes": host.runtime().memory_budget().used(),
+            "refused": host.runtime().memory_budget().refused(),
+        },
         "rescans": host.rescans(),
         "settle": host.staging().stats(),
         "mesh": host.mesh_nodes(),

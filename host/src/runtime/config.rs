@@ -24,6 +24,10 @@ pub struct RuntimeConfig {
     /// Idle warm instances kept per stateless plugin (default 4); 0 turns
     /// instance reuse off, so that every task gets a fresh instance.
     pub warm_instances: usize,
+    /// Linear memory all instances may hold together, in bytes (default:
+    /// half of the machine's memory). A growth past it fails that task
+    /// with an error that says so; other tasks are unaffected.
+    pub memory_budget: u64,
 }
 
 impl Default for RuntimeConfig {
@@ -36,6 +40,7 @@ impl Default for RuntimeConfig {
             epoch_tick: Duration::from_millis(10),
             cache_dir: None,
             warm_instances: 4,
+            memory_budget: super::limits::default_memory_budget(),
         }
     }
 }

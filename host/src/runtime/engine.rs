@@ -37,6 +37,8 @@ pub(super) struct RuntimeInner {
     pub(super) linker: Linker<TaskState>,
     pub(super) config: RuntimeConfig,
     pub(super) slots: Arc<Semaphore>,
+    /// The memory all instances draw from.
+    pub(super) memory: Arc<super::limits::MemoryBudget>,
     /// The warm pools of the stateless plugins loaded, so that their idle
     /// instances give up their slots when a task finds none free.
     pub(super) pools: Mutex<Vec<std::sync::Weak<WarmPool>>>,
@@ -53,6 +55,12 @@ impl Runtime {
         anyhow::ensure!(config.max_instances > 0, "max_instances must be at least 1");
         anyhow::ensure!(config.memory_limit >= 1 << 16, "the memory limit must be at least 64 KiB");
         anyhow::ensure!(!config.epoch_tick.is_zero(), "the epoch tick must be positive");
+        anyhow::ensure!(
+            config.memory_budget >= config.memory_limit,
+            "the instance memory budget ({} MiB) must be at least one instance's memory limit ({} MiB)",
+            config.memory_budget >> 20,
+            config.memory_limit >> 20
+        );
         let memory_limit = usize::try_from(config.memory_limit)?;
         let n = config.max_instances;
         let mut pool = PoolingAllocationConfig::new();
@@ -97,6 +105,7 @@ impl Runtime {
             Some(dir) => Some(Arc::new(CodeCache::open(dir, &engine)?)),
             None => None,
         };
+        let memory = Arc::new(super::limits::MemoryBudget::new(config.memory_budget));
         Ok(Runtime {
             inner: Arc::new(RuntimeInner {
                 engine,
@@ -104,6 +113,7 @@ impl Runtime {
                 linker,
                 config,
                 slots,
+                memory,
                 pools: Mutex::new(Vec::new()),
                 returned: Arc::new(tokio::sync::Notify::new()),
                 _ticker: ticker,
@@ -114,6 +124,12 @@ impl Runtime {
     /// The configuration this runtime was built with.
     pub fn config(&self) -> &RuntimeConfig {
         &self.inner.config
+    }
+
+    /// The memory budget all instances draw from, and how much of it they
+    /// hold.
+    pub fn memory_budget(&self) -> &super::limits::MemoryBudget {
+        &self.inner.memory
     }
 
     /// The underlying engine.

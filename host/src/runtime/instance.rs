@@ -22,6 +22,10 @@ pub enum CallError {
     /// The guest tried to grow its memory past the limit.
     #[error("exceeded its memory limit of {} MiB", .0 >> 20)]
     Memory(u64),
+    /// The guest tried to grow its memory while the node's instances held
+    /// all of the node's memory budget.
+    #[error("could not grow its memory: the node's instance memory budget of {} MiB is spent by running instances", .0 >> 20)]
+    MemoryBudget(u64),
     /// The guest trapped (a panic, `unreachable`, stack overflow, ...).
     #[error("trapped: {0}")]
     Trap(String),
@@ -133,7 +137,7 @@ impl Instance {
     ) -> Result<R, CallError> {
         self.in_call = false;
         let outcome = self.error_of(result);
-        self.poisoned |= outcome.is_err() || self.state().limiter.exceeded();
+        self.poisoned |= outcome.is_err() || self.state().limiter.exceeded() || self.state().limiter.budget_spent();
         outcome
     }
 
@@ -149,6 +153,9 @@ impl Instance {
         }
         if state.limiter.exceeded() {
             return Err(CallError::Memory(state.limiter.limit()));
+        }
+        if state.limiter.budget_spent() {
+            return Err(CallError::MemoryBudget(state.limiter.budget()));
         }
         let mut reason = match err.downcast_ref::<wasmtime::Trap>() {
             Some(trap) => trap.to_string(),

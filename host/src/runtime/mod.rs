@@ -53,6 +53,7 @@ pub use config::RuntimeConfig;
 pub use engine::Runtime;
 pub use imports::Services;
 pub use instance::{CallError, Instance};
+pub use limits::{MemoryBudget, default_memory_budget};
 pub use plugin::{LoadError, Plugin, PluginInfo};
 pub use services::{SubOutcome, SubPartial, SubStatus, SubTask, SubTaskError, TaskServices};
 pub use staged::{Op, Tentative};

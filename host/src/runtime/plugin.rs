@@ -175,7 +175,7 @@ impl Plugin {
         let state = TaskState {
             wasi,
             table,
-            limiter: Limiter::new(rt.config.memory_limit),
+            limiter: Limiter::new(rt.config.memory_limit, rt.memory.clone()),
             worker,
             request_id,
             stderr_tail,

@@ -5,6 +5,8 @@
 //! - `trap`: panics; `spin`: loops forever; `grow`: allocates until the
 //!   memory limit; `recurse`: recurses until the stack runs out;
 //! - `sleep`: sleeps for the number of milliseconds in the payload;
+//! - `hold`: takes the MiB of memory the payload says (`MIB` or
+//!   `MIB,MS`), holds it for MS milliseconds (default 1000), then answers;
 //! - `log`: writes to the host log, stdout and stderr;
 //! - `binary`: answers bytes that are not UTF-8.
 //!
@@ -79,6 +81,15 @@ impl Worker for Misbehave {
                 }
             }
             "recurse" => Ok(recurse(0).to_le_bytes().to_vec()),
+            "hold" => {
+                let text = task.text();
+                let (mib, ms) = text.trim().split_once(',').unwrap_or((text.trim(), "1000"));
+                let bad = |_| "payload must be MIB or MIB,MS".to_string();
+                let (mib, ms): (usize, u64) = (mib.parse().map_err(bad)?, ms.parse().map_err(bad)?);
+                let hoard: Vec<Vec<u8>> = (0..mib).map(|_| black_box(vec![1u8; 1 << 20])).collect();
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+                Ok(format!("held {} MiB", black_box(hoard).len()).into_bytes())
+            }
             "sleep" => {
                 let ms: u64 = task.text().trim().parse().map_err(|_| "payload must be milliseconds".to_string())?;
                 std::thread::sleep(std::time::Duration::from_millis(ms));
