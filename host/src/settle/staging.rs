@@ -46,6 +46,11 @@ pub struct SettleConfig {
     /// Most bytes staged on the node at once, across tasks (default 64 MiB);
     /// a task whose writes do not fit fails.
     pub max_bytes: usize,
+    /// Distributed mode: most bytes staged for the transactions of one
+    /// dispatcher (one root key; default 16 MiB, a quarter of
+    /// `max_bytes`), so that one dispatcher holding many transactions open
+    /// cannot take the node's staging from the others.
+    pub max_bytes_per_dispatcher: usize,
     /// Distributed mode: how long a committed value lives in Redis after its
     /// last write (default 7 days; Redis holds coordination state, not
     /// records).
@@ -57,6 +62,7 @@ impl Default for SettleConfig {
         SettleConfig {
             expiry: Duration::from_secs(30),
             max_bytes: 64 << 20,
+            max_bytes_per_dispatcher: 16 << 20,
             retention: Duration::from_secs(7 * 24 * 3600),
         }
     }
@@ -130,9 +136,26 @@ struct Book {
     /// the oldest first.
     past_order: VecDeque<(Arc<str>, Instant)>,
     bytes: usize,
+    /// Bytes staged per root dispatcher (distributed mode).
+    by_settler: HashMap<PublicKey, usize>,
 }
 
 impl Book {
+    /// Forgets the bytes of `entries`, node-wide and per dispatcher.
+    fn release(&mut self, entries: &[Staged]) {
+        for entry in entries {
+            self.bytes -= entry.bytes;
+            if let Some(settler) = &entry.settler
+                && let Some(held) = self.by_settler.get_mut(settler)
+            {
+                *held -= entry.bytes;
+                if *held == 0 {
+                    self.by_settler.remove(settler);
+                }
+            }
+        }
+    }
+
     /// Remembers what became of `transaction`, forgetting the oldest beyond
     /// the limit.
     fn remember(&mut self, transaction: Arc<str>, past: Past) {
@@ -219,6 +242,19 @@ impl Staging {
             bump(&self.stats.failed);
             return Err(format!("the node's staging is full ({} MiB)", self.config.max_bytes >> 20));
         }
+        if let Some(settler) = &settler {
+            let held = book.by_settler.get(settler).copied().unwrap_or(0);
+            if held + bytes > self.config.max_bytes_per_dispatcher {
+                drop(book);
+                bump(&self.stats.failed);
+                return Err(format!(
+                    "this dispatcher's share of the node's staging is full ({} MiB of {} MiB)",
+                    self.config.max_bytes_per_dispatcher >> 20,
+                    self.config.max_bytes >> 20
+                ));
+            }
+            *book.by_settler.entry(*settler).or_default() += bytes;
+        }
         book.bytes += bytes;
         // Writes that come after their transaction was settled (a worker
         // that did not reply in time) can never be decided on: they expire
@@ -269,7 +305,7 @@ impl Staging {
                     return;
                 }
                 Some(entries) => {
-                    book.bytes -= entries.iter().map(|e| e.bytes).sum::<usize>();
+                    book.release(&entries);
                     book.remember(Arc::from(transaction), Past::Settled);
                     entries
                 }
@@ -337,7 +373,7 @@ impl Staging {
                 .collect();
             for transaction in due {
                 if let Some(entries) = book.pending.remove(&transaction) {
-                    book.bytes -= entries.iter().map(|e| e.bytes).sum::<usize>();
+                    book.release(&entries);
                     book.remember(transaction, Past::Expired);
                     expired.extend(entries);
                 }
@@ -466,6 +502,24 @@ mod tests {
         b.staging.expire().await;
         b.staging.settle("later", Decision::Commit, root).await;
         assert_eq!(b.value("j").await.as_deref(), Some(&b"w"[..]));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_dispatcher_cannot_take_the_whole_staging() {
+        let config = SettleConfig { max_bytes: 20, max_bytes_per_dispatcher: 8, ..SettleConfig::default() };
+        let b = bench(config);
+        let (hog, other) = (public(1), public(2));
+        let deadline = Instant::now() + Duration::from_secs(1);
+        b.keep_for(hog, "h1", "t", deadline, vec![set("k", "123")]).expect("4 bytes fit");
+        b.keep_for(hog, "h2", "t", deadline, vec![set("k", "123")]).expect("8 fit");
+        let err = b.keep_for(hog, "h3", "t", deadline, vec![set("k", "1")]).expect_err("the hog's share is full");
+        assert!(err.contains("this dispatcher's share of the node's staging is full"), "{err}");
+        b.keep_for(other, "o1", "t", deadline, vec![set("k", "1234567")]).expect("another dispatcher still has room");
+        // Settled, the hog's share is free again.
+        b.staging.settle("h1", Decision::Abort, hog).await;
+        b.keep_for(hog, "h3", "t", deadline, vec![set("k", "1")]).expect("room again");
+        // In-process (no keys) only the node-wide limit applies.
+        b.keep("local", "t", deadline, vec![set("k", "12345")]).expect("embedded mode has one dispatcher");
     }
 
     #[tokio::test(start_paused = true)]
