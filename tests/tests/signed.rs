@@ -56,6 +56,14 @@ async fn received(url: &str, plugin: &str) -> anyhow::Result<u64> {
     stats["stats"]["received"].as_u64().context("received")
 }
 
+/// Waits for a round trip to the server on `client`'s connection, so that
+/// what it sent before (a subscription) has been processed: `flush` only
+/// writes to the socket. A request nobody answers comes back at once as
+/// "no responders".
+async fn round_trip(client: &async_nats::Client) {
+    let _ = client.request("anocast-tests.round-trip", "".into()).await;
+}
+
 /// A copy of `headers` with `name` set to `value` (or removed).
 fn with(headers: &async_nats::HeaderMap, name: &str, value: Option<&str>) -> async_nats::HeaderMap {
     let mut out = async_nats::HeaderMap::new();
@@ -77,7 +85,7 @@ async fn forged_altered_replayed_and_old_tasks_run_nowhere() -> anyhow::Result<(
     let client = mesh_client(&nats.url(), &redis.url()).await?;
     let spy = async_nats::connect(nats.url()).await?;
     let mut tasks = spy.subscribe("anocast.task.echo").await?;
-    spy.flush().await?;
+    round_trip(&spy).await;
 
     // A real dispatch, whose signed task the spy keeps.
     let outcome = client.dispatcher().dispatch(Topic::parse("echo")?, b"real".to_vec(), &options(2000, 10_000)).await?;
@@ -114,6 +122,7 @@ async fn forged_altered_replayed_and_old_tasks_run_nowhere() -> anyhow::Result<(
     let stranger = NodeKey::generate()?;
     let inbox = spy.new_inbox();
     let mut answers = spy.subscribe(inbox.clone()).await?;
+    round_trip(&spy).await;
     let deadline = (std::time::SystemTime::now() + Duration::from_secs(5)).duration_since(std::time::UNIX_EPOCH)?;
     let facts = TaskFacts {
         key: stranger.public(),
