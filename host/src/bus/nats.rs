@@ -39,7 +39,8 @@ use futures::{FutureExt, StreamExt};
 use rustc_hash::FxHashSet;
 
 use super::wire::{
-    Fault, SETTLE_SUBJECT, decode_settle, decode_task, encode_settle, encode_task, task_facts, task_subject, unix_ms,
+    Fault, SETTLE_SUBJECT, Verified, decode_settle, decode_task_with, encode_settle, encode_task, task_facts,
+    task_subject, unix_ms,
 };
 use super::{
     Bus, BusError, ErrorKind, Inbox, Interest, Partial, Reply, ReplySink, ReplyTo, SettleReceiver, Subscription, Task,
@@ -72,6 +73,8 @@ pub struct NatsBus {
     /// The largest task payload: the server's `max_payload` at connection
     /// less room for the headers (read once: `server_info` clones).
     max_payload: usize,
+    /// Task signatures verified already, shared by every subscription.
+    verified: Arc<Verified>,
 }
 
 /// Opens a connection to `url` as `auth` says, waiting at most `timeout`.
@@ -227,7 +230,7 @@ impl NatsBus {
         });
         let intake = Arc::new(tokio::sync::Semaphore::new(DEFAULT_MAX_TASKS));
         let max_payload = client.server_info().max_payload.saturating_sub(HEADER_ROOM);
-        Ok(NatsBus { client, inboxes, security, intake, max_payload })
+        Ok(NatsBus { client, inboxes, security, intake, max_payload, verified: Arc::default() })
     }
 }
 
@@ -514,19 +517,20 @@ enum Refusal {
     Untrusted(Arc<Task>),
 }
 
-/// Decodes and checks a task received on `subject`: the protocol version,
-/// its signature, its deadline, whether its dispatcher is trusted, and that
-/// it was not run before. Every refusal is counted.
+/// Decodes and checks a task received in `message`: the protocol version,
+/// its signature (unless `verified` holds it already), its deadline,
+/// whether its dispatcher is trusted, and that it was not run before.
+/// Every refusal is counted.
 fn admit(
-    subject: &str,
+    message: &Message,
     reply: &str,
-    headers: Option<&async_nats::HeaderMap>,
-    body: &[u8],
     security: &Security,
     seen: &parking_lot::Mutex<Seen>,
+    verified: &Verified,
 ) -> Result<Task, Refusal> {
     let stats = &security.stats;
-    let task = match decode_task(subject, reply, headers, body) {
+    let (subject, headers) = (message.subject.as_str(), message.headers.as_ref());
+    let task = match decode_task_with(subject, reply, headers, &message.payload, Some(verified)) {
         Ok(task) => task,
         Err(err) => {
             SecurityStats::count(match err.fault {
@@ -709,7 +713,7 @@ impl Bus for NatsBus {
                 BusError::with_source(ErrorKind::Unreachable, format!("cannot subscribe to {subject}"), e)
             })?;
             let (client, receiver, security) = (self.client.clone(), receiver.clone(), self.security.clone());
-            let (intake, seen) = (self.intake.clone(), seen.clone());
+            let (intake, seen, verified) = (self.intake.clone(), seen.clone(), self.verified.clone());
             let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
             stops.push(stop);
             tokio::spawn(async move {
@@ -741,19 +745,12 @@ impl Bus for NatsBus {
                         Some(()) = inline.next(), if !inline.is_empty() => continue,
                         _ = &mut drain => break,
                     };
-                    let Some(reply) = message.reply else {
+                    let Some(reply) = message.reply.clone() else {
                         SecurityStats::count(&security.stats.malformed_tasks);
                         warn_limited!("ignored a task without a reply subject");
                         continue;
                     };
-                    let task = match admit(
-                        &message.subject,
-                        &reply,
-                        message.headers.as_ref(),
-                        &message.payload,
-                        &security,
-                        &seen,
-                    ) {
+                    let task = match admit(&message, &reply, &security, &seen, &verified) {
                         Ok(task) => task,
                         Err(Refusal::Ignore) => continue,
                         Err(Refusal::Untrusted(bare)) => {

@@ -215,10 +215,46 @@ pub fn encode_task(task: &Task, facts: &TaskFacts, seal: &TaskSeal) -> (HeaderMa
     (headers, Bytes::copy_from_slice(&task.payload))
 }
 
+/// Task signatures a node has verified: one task reaches each of the
+/// node's plugins that subscribe to its topic, as one message per
+/// subscription, and is verified once. Bounded (forgotten whole when
+/// full); a hit needs the same digest *and* the same signature bytes.
+#[derive(Default)]
+pub struct Verified(parking_lot::Mutex<rustc_hash::FxHashMap<[u8; 32], [u8; 64]>>);
+
+impl Verified {
+    const MOST: usize = 4096;
+
+    fn contains(&self, digest: &[u8; 32], signature: &[u8; 64]) -> bool {
+        self.0.lock().get(digest) == Some(signature)
+    }
+
+    fn insert(&self, digest: [u8; 32], signature: [u8; 64]) {
+        let mut known = self.0.lock();
+        if known.len() >= Self::MOST {
+            known.clear();
+        }
+        known.insert(digest, signature);
+    }
+}
+
 /// Reads a task from a message received on `subject` with replies to
 /// `reply_to`, and verifies its signature: the task (with [`Task::signed`]
 /// set) whose signer the caller must still trust.
+#[cfg(test)]
 pub fn decode_task(subject: &str, reply_to: &str, headers: Option<&HeaderMap>, body: &[u8]) -> Result<Task, WireError> {
+    decode_task_with(subject, reply_to, headers, body, None)
+}
+
+/// [`decode_task`], skipping the verification of a signature `verified`
+/// already holds (and remembering the ones it verifies).
+pub fn decode_task_with(
+    subject: &str,
+    reply_to: &str,
+    headers: Option<&HeaderMap>,
+    body: &[u8],
+    verified: Option<&Verified>,
+) -> Result<Task, WireError> {
     check_protocol(headers, "task")?;
     let topic =
         subject.strip_prefix(TASK_PREFIX).ok_or_else(|| WireError::new(format!("{subject} is not a task subject")))?;
@@ -259,8 +295,14 @@ pub fn decode_task(subject: &str, reply_to: &str, headers: Option<&HeaderMap>, b
     let facts = task_facts(&task, reply_to, dispatcher, key);
     // Fields the signature could not cover because they do not encode
     // (a content type with a newline) are malformed, not forged.
-    facts.signed_bytes()?;
-    let digest = facts.verify(&signature).map_err(|_| WireError::forged("a task whose signature does not verify"))?;
+    let bytes = facts.signed_bytes()?;
+    let digest: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(&bytes).into();
+    if !verified.is_some_and(|v| v.contains(&digest, &signature)) {
+        key.verify(&bytes, &signature).map_err(|_| WireError::forged("a task whose signature does not verify"))?;
+        if let Some(v) = verified {
+            v.insert(digest, signature);
+        }
+    }
     task.signed = Some(Arc::new(Signed { dispatcher: dispatcher.to_owned(), key, root: facts.root, digest }));
     task.root = Some(facts.root);
     Ok(task)
@@ -386,6 +428,29 @@ mod tests {
         );
         let unsigned = without(&headers, SIGNATURE);
         assert_eq!(decode(&unsigned, &body).expect_err("unsigned").fault, Fault::Malformed);
+    }
+
+    #[test]
+    fn a_verified_signature_is_not_verified_again_and_only_the_same_one_hits() {
+        let verified = Verified::default();
+        let (headers, body) = encoded(&task());
+        let subject = "anocast.task.orders.created";
+        let first = decode_task_with(subject, INBOX, Some(&headers), &body, Some(&verified)).expect("verifies");
+        assert!(verified.contains(&first.digest(), &signature_header(Some(&headers)).expect("signature")));
+        let again = decode_task_with(subject, INBOX, Some(&headers), &body, Some(&verified)).expect("a hit");
+        assert_eq!(again.digest(), first.digest());
+        // The same facts under another signature: not a hit, and forged.
+        let mut other = signature_header(Some(&headers)).expect("signature");
+        other[0] ^= 1;
+        let forged = with_header(&headers, SIGNATURE, &hex::encode(other));
+        let err = decode_task_with(subject, INBOX, Some(&forged), &body, Some(&verified)).expect_err("forged");
+        assert_eq!(err.fault, Fault::Forged);
+    }
+
+    fn with_header(headers: &HeaderMap, name: &str, value: &str) -> HeaderMap {
+        let mut out = without(headers, name);
+        out.insert(name, value);
+        out
     }
 
     #[test]
