@@ -47,7 +47,7 @@ pub const MAX_NODES: usize = 1024;
 /// Most plugins one node's entry may list.
 pub const MAX_PLUGINS: usize = 256;
 /// Most topic patterns one plugin may list.
-pub const MAX_TOPICS: usize = 64;
+pub const MAX_TOPICS: usize = names::MAX_PATTERNS;
 /// How much older than two time-to-lives an entry's signature may be (for
 /// clocks that disagree).
 pub const STALE_AFTER: Duration = Duration::from_secs(30);

@@ -71,6 +71,13 @@ impl PluginInfo {
         if info.topics.is_empty() {
             return bad("it subscribes to no topic pattern".into());
         }
+        if info.topics.len() > names::MAX_PATTERNS {
+            return bad(format!(
+                "it subscribes to {} topic patterns; at most {} are allowed",
+                info.topics.len(),
+                names::MAX_PATTERNS
+            ));
+        }
         let topics = info
             .topics
             .iter()
@@ -282,6 +289,7 @@ mod tests {
             info("n", "", &["a"]),
             info("n", "1", &[]),
             info("n", "1", &["a..b"]),
+            info("n", "1", &["a"; 65]),
         ] {
             assert!(matches!(PluginInfo::validate(bad), Err(LoadError::InvalidInfo(_))));
         }

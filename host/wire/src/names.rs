@@ -13,6 +13,9 @@ pub const MAX_TOPIC: usize = 256;
 pub const MAX_REQUEST_ID: usize = 128;
 /// Longest node id, plugin name or version, in bytes.
 pub const MAX_NAME: usize = 64;
+/// Most topic patterns one plugin may subscribe to (what `describe` may
+/// return, and what a registry entry may list for one plugin).
+pub const MAX_PATTERNS: usize = 64;
 
 /// Which kind of name was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
