@@ -459,9 +459,10 @@ impl Security {
     /// `node` is believed: with `--trust-mesh` any self-signed one, else
     /// only one from a key trusted to reply as `node`.
     pub fn trusts_entry(&self, node: &str, key: &PublicKey) -> bool {
+        let store = self.store.load();
         (node == self.node_id && *key == self.key.public())
-            || self.store.load().trusts_mesh()
-            || self.store.load().grants(key, node, Role::Reply)
+            || store.trusts_mesh()
+            || store.grants(key, node, Role::Reply)
     }
 }
 

@@ -144,6 +144,35 @@ pub struct ClientKey {
     pub trust: PathBuf,
 }
 
+/// The headers of a task as protocol 2 carries it, made by hand from
+/// `facts` and signed with `key` (which `facts` names): what a dispatcher
+/// written from docs/protocol.md would send. Returns them with the seal.
+pub fn task_headers(
+    key: &anocast::anocast_wire::NodeKey,
+    facts: &anocast::anocast_wire::TaskFacts,
+) -> anyhow::Result<(Vec<(&'static str, String)>, anocast::anocast_wire::TaskSeal)> {
+    let seal = facts.seal(key)?;
+    let signature: String = seal.signature.iter().map(|b| format!("{b:02x}")).collect();
+    let (ids, topics): (Vec<&str>, Vec<&str>) = facts.ancestry.iter().map(|(t, id)| (id.as_str(), t.as_str())).unzip();
+    let mut headers = vec![
+        ("Anocast-Protocol", "2".to_owned()),
+        ("Anocast-Request-Id", facts.request_id.clone()),
+        ("Anocast-Deadline", facts.deadline_ms.to_string()),
+        ("Anocast-Depth", facts.ancestry.len().to_string()),
+        ("Anocast-Ancestry", ids.join(",")),
+        ("Anocast-Ancestry-Topics", topics.join(",")),
+        ("Content-Type", facts.content_type.clone()),
+        ("Anocast-Dispatcher", facts.dispatcher.clone()),
+        ("Anocast-Key", facts.key.to_string()),
+        ("Anocast-Root-Key", facts.root.to_string()),
+        ("Anocast-Signature", signature),
+    ];
+    if !facts.expected.is_empty() {
+        headers.push(("Anocast-Expected", facts.expected.join(",")));
+    }
+    Ok((headers, seal))
+}
+
 /// The id the tests' plugin-less clients dispatch as.
 pub const CLIENT_ID: &str = "client";
 

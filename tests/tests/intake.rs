@@ -61,13 +61,12 @@ fn hostile_task(
 ) -> anyhow::Result<(String, async_nats::HeaderMap, bytes::Bytes)> {
     use anocast::anocast_wire::{NodeKey, TaskFacts, task::payload_digest};
     let key = NodeKey::from_pem(&std::fs::read_to_string(&anocast_tests::client_key().key)?)?;
-    let request_id = uuid::Uuid::now_v7().to_string();
     let facts = TaskFacts {
         key: key.public(),
         dispatcher: anocast_tests::CLIENT_ID.into(),
         root: key.public(),
         topic: topic.into(),
-        request_id: request_id.clone(),
+        request_id: uuid::Uuid::now_v7().to_string(),
         reply_to: inbox.into(),
         payload_digest: payload_digest(&payload),
         content_type: "application/octet-stream".into(),
@@ -75,22 +74,9 @@ fn hostile_task(
         expected: vec![],
         ancestry: vec![],
     };
-    let signature = hex::encode(facts.seal(&key)?.signature);
     let mut headers = async_nats::HeaderMap::new();
-    for (name, value) in [
-        ("Anocast-Protocol", "2"),
-        ("Anocast-Request-Id", request_id.as_str()),
-        ("Anocast-Deadline", deadline_ms.to_string().as_str()),
-        ("Anocast-Depth", "0"),
-        ("Anocast-Ancestry", ""),
-        ("Anocast-Ancestry-Topics", ""),
-        ("Content-Type", "application/octet-stream"),
-        ("Anocast-Dispatcher", anocast_tests::CLIENT_ID),
-        ("Anocast-Key", key.public().to_string().as_str()),
-        ("Anocast-Root-Key", key.public().to_string().as_str()),
-        ("Anocast-Signature", signature.as_str()),
-    ] {
-        headers.insert(name, value);
+    for (name, value) in &anocast_tests::task_headers(&key, &facts)?.0 {
+        headers.insert(*name, value.as_str());
     }
     Ok((format!("anocast.task.{topic}"), headers, payload.into()))
 }

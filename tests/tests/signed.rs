@@ -137,22 +137,10 @@ async fn forged_altered_replayed_and_old_tasks_run_nowhere() -> anyhow::Result<(
         expected: vec![],
         ancestry: vec![],
     };
-    let seal = facts.seal(&stranger)?;
+    let (pairs, seal) = anocast_tests::task_headers(&stranger, &facts)?;
     let mut forged = async_nats::HeaderMap::new();
-    for (name, value) in [
-        ("Anocast-Protocol", "2".to_owned()),
-        ("Anocast-Request-Id", facts.request_id.clone()),
-        ("Anocast-Deadline", facts.deadline_ms.to_string()),
-        ("Anocast-Depth", "0".into()),
-        ("Anocast-Ancestry", String::new()),
-        ("Anocast-Ancestry-Topics", String::new()),
-        ("Content-Type", facts.content_type.clone()),
-        ("Anocast-Dispatcher", facts.dispatcher.clone()),
-        ("Anocast-Key", stranger.public().to_string()),
-        ("Anocast-Root-Key", stranger.public().to_string()),
-        ("Anocast-Signature", hex::encode(seal.signature)),
-    ] {
-        forged.insert(name, value.as_str());
+    for (name, value) in &pairs {
+        forged.insert(*name, value.as_str());
     }
     spy.publish_with_reply_and_headers("anocast.task.echo", inbox, forged, "hi".into()).await?;
     let answer = tokio::time::timeout(Duration::from_secs(5), answers.next()).await?.context("an answer")?;
